@@ -1,0 +1,3 @@
+from yoloforge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The contracts between stages: what the data stage hands the model, loss and validator,
+and what post-processing hands the metrics and the user.
+
+Box formats are in the field names:
+- ``xyxy``: corners (x1, y1, x2, y2); ``cxcywh``: centre and size.
+- a trailing ``n`` (``cxcywhn``) means normalised to [0, 1] by the image width/height,
+  otherwise the unit is pixels of the image named in the docstring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One checked image of a dataset split and its cleaned labels (the label cache's row)."""
+
+    path: str  # image file
+    shape: tuple[int, int]  # (height, width) of the original image, EXIF orientation applied
+    classes: np.ndarray  # (N,) int64 class ids
+    boxes_cxcywhn: np.ndarray  # (N, 4) float32, normalised to the original image
+
+    @property
+    def is_background(self) -> bool:
+        return len(self.classes) == 0
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an original image was mapped into the network input: ``input = orig * gain + pad``."""
+
+    gain: float  # same scale for x and y
+    pad: tuple[float, float]  # (pad_x, pad_y) added on the left / top, in input pixels
+    orig_shape: tuple[int, int]  # (height, width) of the original image
+
+    def to_original(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+        """Map (N, 4) input-pixel boxes back to original-image pixels, clipped to the image."""
+        out = boxes_xyxy.clone()
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad[0]) / self.gain
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad[1]) / self.gain
+        h, w = self.orig_shape
+        out[:, [0, 2]] = out[:, [0, 2]].clamp(0, w)
+        out[:, [1, 3]] = out[:, [1, 3]].clamp(0, h)
+        return out
+
+
+@dataclass
+class Sample:
+    """One image ready for batching (output of a dataset's ``__getitem__``)."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB, network input size
+    classes: np.ndarray  # (N,) int64
+    boxes_xyxy: np.ndarray  # (N, 4) float32, pixels of ``image``
+    path: str
+    letterbox: Letterbox  # identity-like for mosaic samples (gain 1, pad 0)
+
+
+@dataclass
+class Batch:
+    """A collated batch. Targets are flat over the batch and tied to images by ``batch_idx``."""
+
+    images: torch.Tensor  # (B, 3, H, W) uint8 RGB
+    classes: torch.Tensor  # (M,) int64
+    boxes_xyxy: torch.Tensor  # (M, 4) float32, pixels of ``images``
+    batch_idx: torch.Tensor  # (M,) int64, index into the batch
+    paths: list[str] = field(default_factory=list)
+    letterboxes: list[Letterbox] = field(default_factory=list)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(
+            images=self.images.to(device, non_blocking=non_blocking),
+            classes=self.classes.to(device, non_blocking=non_blocking),
+            boxes_xyxy=self.boxes_xyxy.to(device, non_blocking=non_blocking),
+            batch_idx=self.batch_idx.to(device, non_blocking=non_blocking),
+            paths=self.paths,
+            letterboxes=self.letterboxes,
+        )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class Detections:
+    """Detections of one image after NMS, best score first."""
+
+    boxes_xyxy: torch.Tensor  # (N, 4) float32, pixels (input or original: the producer says which)
+    scores: torch.Tensor  # (N,) float32
+    classes: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+    @staticmethod
+    def empty(device: torch.device | str = "cpu") -> Detections:
+        return Detections(
+            torch.zeros((0, 4), device=device),
+            torch.zeros((0,), device=device),
+            torch.zeros((0,), dtype=torch.long, device=device),
+        )
