@@ -1,0 +1,327 @@
+"""Every setting and its default, in one place.
+
+Settings are frozen dataclasses grouped by the stage that reads them (augmentation, optimizer,
+loss, ...), so each stage takes only the narrowest group it needs. Field names are unique across
+groups, so users set them flat, as they know them: ``yoloforge train epochs=3 lr0=0.02`` or
+``YOLO(...).train(epochs=3, lr0=0.02)``. ``cfg=file.yaml`` supplies overrides from a file.
+
+Defaults follow the reference trainer's documented defaults, which users' tutorials rely on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class SettingsError(ValueError):
+    """A setting that does not exist or has a bad value. The message names the key."""
+
+
+def _s(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    hsv_h: float = _s(0.015, "hue augmentation (fraction of the hue circle)")
+    hsv_s: float = _s(0.7, "saturation augmentation (fraction)")
+    hsv_v: float = _s(0.4, "value/brightness augmentation (fraction)")
+    degrees: float = _s(0.0, "rotation (+/- degrees)")
+    translate: float = _s(0.1, "translation (+/- fraction of the image)")
+    scale: float = _s(0.5, "scale gain (+/- fraction)")
+    shear: float = _s(0.0, "shear (+/- degrees)")
+    perspective: float = _s(0.0, "perspective (+/- fraction), 0 to 0.001")
+    flipud: float = _s(0.0, "probability of flipping up-down")
+    fliplr: float = _s(0.5, "probability of flipping left-right")
+    mosaic: float = _s(1.0, "probability of a 4-image mosaic")
+    mixup: float = _s(0.0, "probability of mixup")
+    close_mosaic: int = _s(10, "turn mosaic off for the last N epochs (0 keeps it on)")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    optimizer: str = _s(
+        "auto", "optimizer; auto picks AdamW or SGD by run length", ("auto", "SGD", "Adam", "AdamW")
+    )
+    lr0: float = _s(0.01, "initial learning rate (ignored by optimizer=auto)")
+    lrf: float = _s(0.01, "final learning rate as a fraction of lr0")
+    momentum: float = _s(0.937, "SGD momentum / Adam beta1 (ignored by optimizer=auto)")
+    weight_decay: float = _s(0.0005, "weight decay (scaled with the batch size)")
+    warmup_epochs: float = _s(3.0, "warmup epochs (fractions allowed)")
+    warmup_momentum: float = _s(0.8, "momentum at the start of warmup")
+    warmup_bias_lr: float = _s(0.1, "bias learning rate at the start of warmup")
+    cos_lr: bool = _s(False, "cosine learning-rate decay instead of linear")
+    nbs: int = _s(64, "nominal batch size: gradients are accumulated to about this many images")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    box: float = _s(7.5, "box (CIoU) loss gain")
+    cls: float = _s(0.5, "classification (BCE) loss gain")
+    dfl: float = _s(1.5, "distribution focal loss gain")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    model: str = _s("yolov8n.pt", "model: a .pt checkpoint, or a name like yolov8n.yaml / yolo11s to build")
+    data: str = _s("", "dataset config yaml (or 'shapes' for the built-in demo data)")
+    epochs: int = _s(100, "number of epochs")
+    batch: int = _s(16, "images per batch")
+    imgsz: int = _s(640, "training image size (pixels, a multiple of 32)")
+    device: str = _s("", "cpu, 0, '0,1' or mps; empty = first GPU if there is one, else cpu")
+    workers: int = _s(8, "data loader worker processes (capped by the CPU count)")
+    patience: int = _s(100, "stop early after this many epochs without fitness improvement")
+    cache: str = _s("", "cache decoded images: '' (no), ram", ("", "ram", "False", "True"))
+    project: str = _s("runs/detect", "parent folder of the run folder")
+    name: str = _s("train", "run folder name (train, train2, ... when it exists)")
+    exist_ok: bool = _s(False, "reuse an existing run folder")
+    pretrained: bool = _s(True, "start from the checkpoint's weights when model is a .pt")
+    freeze: int = _s(0, "freeze the first N layers")
+    val: bool = _s(True, "validate after every epoch")
+    plots: bool = _s(True, "save plots")
+    save_period: int = _s(-1, "also save weights every N epochs (-1: off)")
+    fraction: float = _s(1.0, "fraction of the training images to use")
+    seed: int = _s(0, "random seed")
+    deterministic: bool = _s(True, "deterministic algorithms where torch offers them")
+    resume: bool = _s(False, "resume the interrupted run of this last.pt")
+    amp: bool = _s(True, "mixed precision on CUDA")
+    rect: bool = _s(False, "rectangular training batches (turns mosaic off)")
+    single_cls: bool = _s(False, "train as one class")
+    verbose: bool = _s(True, "print per-class validation tables")
+    conf: float = _s(0.001, "confidence threshold of the per-epoch validation")
+    iou: float = _s(0.7, "NMS IoU threshold of the per-epoch validation")
+    max_det: int = _s(300, "maximum detections per image in validation")
+    cfg: str = _s("", "yaml file of settings overriding these defaults")
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+
+
+@dataclass(frozen=True)
+class ValSettings:
+    model: str = _s("", "checkpoint to validate")
+    data: str = _s("", "dataset config yaml (or 'shapes')")
+    split: str = _s("val", "dataset split to validate", ("val", "test", "train"))
+    imgsz: int = _s(640, "image size (pixels)")
+    batch: int = _s(16, "images per batch")
+    device: str = _s("", "cpu, 0 or mps; empty = first GPU if there is one, else cpu")
+    workers: int = _s(8, "data loader worker processes")
+    conf: float = _s(0.001, "confidence threshold")
+    iou: float = _s(0.7, "NMS IoU threshold")
+    max_det: int = _s(300, "maximum detections per image")
+    half: bool = _s(False, "half precision (CUDA only)")
+    save_json: bool = _s(False, "write predictions.json in the COCO results format")
+    plots: bool = _s(True, "save plots")
+    verbose: bool = _s(True, "print the per-class table")
+    single_cls: bool = _s(False, "treat every class as one")
+    project: str = _s("runs/detect", "parent folder of the run folder")
+    name: str = _s("val", "run folder name")
+    exist_ok: bool = _s(False, "reuse an existing run folder")
+    cfg: str = _s("", "yaml file of settings overriding these defaults")
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    model: str = _s("", "checkpoint (.pt), .onnx or .torchscript file")
+    source: str = _s("", "image, folder, glob, video, webcam index (0), URL or stream")
+    conf: float = _s(0.25, "confidence threshold")
+    iou: float = _s(0.7, "NMS IoU threshold")
+    imgsz: int = _s(640, "image size (pixels)")
+    max_det: int = _s(300, "maximum detections per image")
+    classes: tuple[int, ...] | None = _s(None, "keep only these class ids, e.g. classes=0,2")
+    agnostic_nms: bool = _s(False, "class-agnostic NMS")
+    device: str = _s("", "cpu, 0 or mps; empty = first GPU if there is one, else cpu")
+    half: bool = _s(False, "half precision (CUDA only)")
+    batch: int = _s(1, "images per batch")
+    stream: bool = _s(False, "yield results one by one (Python API)")
+    vid_stride: int = _s(1, "use every Nth video frame")
+    save: bool = _s(False, "save annotated images/videos (the CLI saves by default)")
+    save_txt: bool = _s(False, "save YOLO-format label files")
+    save_conf: bool = _s(False, "add the confidence to saved label lines")
+    show: bool = _s(False, "show results in a window")
+    line_width: int = _s(0, "box line width (0: from the image size)")
+    project: str = _s("runs/detect", "parent folder of the run folder")
+    name: str = _s("predict", "run folder name")
+    exist_ok: bool = _s(False, "reuse an existing run folder")
+    verbose: bool = _s(True, "print a line per image")
+    cfg: str = _s("", "yaml file of settings overriding these defaults")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    model: str = _s("", "checkpoint to export")
+    format: str = _s("onnx", "export format", ("onnx", "torchscript"))
+    imgsz: int = _s(640, "input image size (pixels)")
+    dynamic: bool = _s(False, "dynamic batch and image size (ONNX)")
+    half: bool = _s(False, "half precision (CUDA only)")
+    opset: int = _s(0, "ONNX opset (0: a recent one the installed onnx supports)")
+    batch: int = _s(1, "batch size of the exported model")
+    device: str = _s("", "device used while exporting")
+    cfg: str = _s("", "yaml file of settings overriding these defaults")
+
+
+# ----------------------------------------------------------------------------------------------
+# flat access: the CLI and the Python API name every setting by its field name
+
+
+def _is_group(f: dataclasses.Field) -> bool:
+    return dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False
+
+
+def flat_fields(cls: type) -> dict[str, tuple[dataclasses.Field, type, str | None]]:
+    """Map every user-facing key to (field, owning dataclass, group attribute or None)."""
+    out: dict[str, tuple[dataclasses.Field, type, str | None]] = {}
+    for f in fields(cls):
+        if _is_group(f):
+            for g in fields(f.default_factory):
+                out[g.name] = (g, f.default_factory, f.name)
+        else:
+            out[f.name] = (f, cls, None)
+    return out
+
+
+def _type_of(owner: type, name: str) -> Any:
+    return get_type_hints(owner)[name]
+
+
+def coerce(key: str, value: Any, owner: type) -> Any:
+    """Turn a CLI string or a Python value into the setting's type; SettingsError names the key."""
+    typ = _type_of(owner, key)
+    f = {x.name: x for x in fields(owner)}[key]
+    choices = f.metadata.get("choices")
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif isinstance(value, str) and value.lower() in ("true", "1", "yes"):
+                out = True
+            elif isinstance(value, str) and value.lower() in ("false", "0", "no", ""):
+                out = False
+            elif isinstance(value, int | float) and value in (0, 1):
+                out = bool(value)
+            else:
+                raise ValueError
+        elif typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            out = int(value) if isinstance(value, int) else int(float(str(value)))
+            if float(str(value)) != out:
+                raise ValueError
+        elif typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+        elif typ is str:
+            out = "" if value is None else str(value)
+        elif key == "classes":
+            out = _parse_int_tuple(value)
+        else:  # pragma: no cover - every field type is listed above
+            out = value
+    except (TypeError, ValueError):
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(typ, "a value")
+        raise SettingsError(f"{key}={value!r} is not valid: expected {kind}") from None
+    if key == "cache":  # users also write cache=True / cache=False
+        out = {"true": "ram", "false": "", "ram": "ram", "": ""}.get(out.lower(), out)
+    if choices and isinstance(out, str):  # case-insensitive choices, stored as spelled here
+        out = {str(c).lower(): c for c in choices}.get(out.lower(), out)
+    if choices and out not in choices:
+        shown = ", ".join(repr(c) if c == "" else str(c) for c in choices if c not in ("False", "True"))
+        raise SettingsError(f"{key}={value!r} is not valid: choose one of {shown}")
+    return out
+
+
+def _parse_int_tuple(value: Any) -> tuple[int, ...] | None:
+    if value is None or value == "" or value == "None":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, str):
+        value = value.strip("[]() ").split(",")
+    return tuple(int(v) for v in value if str(v).strip() != "")
+
+
+def build(cls: type, overrides: dict[str, Any] | None = None) -> Any:
+    """Build settings of ``cls`` from flat overrides, applying ``cfg=file.yaml`` first.
+
+    Unknown keys raise SettingsError naming the key and the closest valid ones.
+    """
+    overrides = dict(overrides or {})
+    cfg = overrides.get("cfg")
+    merged: dict[str, Any] = {}
+    if cfg:
+        merged.update(load_yaml_overrides(Path(cfg), cls))
+    merged.update(overrides)
+    known = flat_fields(cls)
+    top: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in merged.items():
+        if key not in known:
+            raise SettingsError(unknown_key_message(key, known))
+        _, owner, group = known[key]
+        value = coerce(key, value, owner)
+        if group is None:
+            top[key] = value
+        else:
+            groups.setdefault(group, {})[key] = value
+    for group, values in groups.items():
+        default_group = {f.name: f for f in fields(cls)}[group].default_factory
+        top[group] = default_group(**values)
+    return cls(**top)
+
+
+def load_yaml_overrides(path: Path, cls: type) -> dict[str, Any]:
+    """Read a ``cfg=`` yaml; keys that do not belong to ``cls`` (other modes' settings) are ignored."""
+    if not path.is_file():
+        raise SettingsError(f"cfg={path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SettingsError(f"cfg={path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"cfg={path}: expected a mapping of key: value")
+    known = flat_fields(cls)
+    return {k: v for k, v in data.items() if k in known and k != "cfg" and v is not None}
+
+
+def unknown_key_message(key: str, known: dict[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return f"'{key}' is not a valid setting.{hint} See the list with --help."
+
+
+def to_flat_dict(settings: Any) -> dict[str, Any]:
+    """Flatten settings back into the user-facing key: value mapping (args.yaml, checkpoints)."""
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(to_flat_dict(value))
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def replace(settings: Any, **changes: Any) -> Any:
+    """Return a copy with flat-named changes applied (group fields included)."""
+    flat = to_flat_dict(settings)
+    flat.update(changes)
+    flat.pop("cfg", None)
+    return build(type(settings), flat)
+
+
+def help_lines(cls: type) -> list[str]:
+    """One line per setting: name, default and meaning (for ``yoloforge MODE --help``)."""
+    lines = []
+    for key, (f, _, _) in flat_fields(cls).items():
+        default = f.default
+        choices = f.metadata.get("choices")
+        extra = f" [{'|'.join(c for c in map(str, choices) if c not in ('False', 'True'))}]" if choices else ""
+        lines.append(f"  {key:<16} {default!r:<14} {f.metadata.get('help', '')}{extra}")
+    return lines
