@@ -1,0 +1,35 @@
+"""Reading images the way every stage expects them: (H, W, 3) uint8 RGB, EXIF orientation applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
+
+
+class ImageReadError(OSError):
+    """The file is not a readable image."""
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB.
+
+    OpenCV's IMREAD_COLOR applies the EXIF orientation and converts grayscale, RGBA and
+    16-bit images to 8-bit, 3 channels. Reading the bytes first keeps non-ASCII paths working.
+    """
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
