@@ -107,7 +107,10 @@ def non_max_suppression(
         if score.numel() > max_candidates:
             log.warning(
                 "NMS: %d boxes above conf=%g in image %d; keeping the best %d. Raise conf to avoid this.",
-                score.numel(), conf, i, max_candidates,
+                score.numel(),
+                conf,
+                i,
+                max_candidates,
             )
             top = score.topk(max_candidates).indices
             boxes, score, cls = boxes[top], score[top], cls[top]
@@ -117,7 +120,9 @@ def non_max_suppression(
         if time_limit is not None and time.perf_counter() - start > time_limit and i + 1 < len(preds):
             log.warning(
                 "NMS time limit %.1fs exceeded: %d of %d images of this batch have no detections.",
-                time_limit, len(preds) - i - 1, len(preds),
+                time_limit,
+                len(preds) - i - 1,
+                len(preds),
             )
             out.extend(Detections.empty(preds.device) for _ in range(len(preds) - i - 1))
             break

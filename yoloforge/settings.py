@@ -170,7 +170,8 @@ class ExportSettings:
 
 
 def _is_group(f: dataclasses.Field) -> bool:
-    return dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False
+    factory = f.default_factory
+    return factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory)
 
 
 def flat_fields(cls: type) -> dict[str, tuple[dataclasses.Field, type, str | None]]:
@@ -322,6 +323,7 @@ def help_lines(cls: type) -> list[str]:
     for key, (f, _, _) in flat_fields(cls).items():
         default = f.default
         choices = f.metadata.get("choices")
-        extra = f" [{'|'.join(c for c in map(str, choices) if c not in ('False', 'True'))}]" if choices else ""
+        shown = [c for c in map(str, choices or ()) if c not in ("False", "True")]
+        extra = f" [{'|'.join(shown)}]" if shown else ""
         lines.append(f"  {key:<16} {default!r:<14} {f.metadata.get('help', '')}{extra}")
     return lines

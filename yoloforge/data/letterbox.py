@@ -53,8 +53,5 @@ def rect_shape(aspect_hw: float, imgsz: int, stride: int = 32, pad: float = 0.5)
 
     ``pad`` adds half a stride of margin, as the reference's rectangular validation does.
     """
-    if aspect_hw < 1:
-        hw = (aspect_hw, 1.0)
-    else:
-        hw = (1.0, 1 / aspect_hw)
+    hw = (aspect_hw, 1.0) if aspect_hw < 1 else (1.0, 1 / aspect_hw)
     return tuple(int(math.ceil(v * imgsz / stride + pad) * stride) for v in hw)  # type: ignore[return-value]
