@@ -1,0 +1,78 @@
+"""Choosing the device and describing the machine, the first line users read."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import torch
+
+
+class DeviceError(ValueError):
+    """A device setting that this machine cannot honour; the message says what to do."""
+
+
+def select_device(spec: str | int | None) -> torch.device:
+    """'' -> first CUDA GPU if there is one, else CPU; 'cpu'; 0 / '0' / 'cuda:0'; '0,1' -> cuda:0
+    (the other GPUs are used by torchrun/DDP, one process each); 'mps'."""
+    spec = "" if spec is None else str(spec).strip().lower().replace("cuda:", "").replace(" ", "")
+    if spec in ("", "none"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise DeviceError("device=mps: Apple MPS is not available on this machine; use device=cpu")
+        return torch.device("mps")
+    ids = [s for s in spec.split(",") if s]
+    if not all(s.isdigit() for s in ids):
+        raise DeviceError(f"device={spec!r} is not valid: use cpu, mps, 0, or a list like 0,1")
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device={spec}: no CUDA GPU is visible (torch {torch.__version__}); "
+            "use device=cpu, or install a CUDA build of torch"
+        )
+    count = torch.cuda.device_count()
+    bad = [i for i in ids if int(i) >= count]
+    if bad:
+        raise DeviceError(f"device={spec}: GPU {bad[0]} does not exist; this machine has {count} GPU(s)")
+    local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+    index = int(ids[local_rank]) if 0 <= local_rank < len(ids) else int(ids[0])
+    return torch.device(f"cuda:{index}")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe(device: torch.device) -> str:
+    """'yoloforge 0.1.0 Python-3.11.7 torch-2.14.1 CPU (Intel Xeon ...)'."""
+    from yoloforge import __version__
+
+    py = ".".join(map(str, sys.version_info[:3]))
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        hw = f"CUDA:{device.index} ({p.name}, {p.total_memory / 2**20:.0f}MiB)"
+    elif device.type == "mps":
+        hw = f"MPS ({cpu_name()})"
+    else:
+        hw = f"CPU ({cpu_name()})"
+    return f"yoloforge {__version__} Python-{py} torch-{torch.__version__} {hw}"
+
+
+def use_all_cores() -> int:
+    """Give torch every core of this process (never one thread by accident); returns the count."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
