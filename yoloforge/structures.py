@@ -80,6 +80,17 @@ class Batch:
             letterboxes=self.letterboxes,
         )
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copy for fast host-to-GPU transfer (DataLoader(pin_memory=True) calls this)."""
+        return Batch(
+            images=self.images.pin_memory(),
+            classes=self.classes.pin_memory(),
+            boxes_xyxy=self.boxes_xyxy.pin_memory(),
+            batch_idx=self.batch_idx.pin_memory(),
+            paths=self.paths,
+            letterboxes=self.letterboxes,
+        )
+
     def __len__(self) -> int:
         return self.images.shape[0]
 
