@@ -2,6 +2,14 @@
 
 __version__ = "0.1.0"
 
-from yoloforge.api import YOLO  # noqa: E402
-
 __all__ = ["YOLO", "__version__"]
+
+
+def __getattr__(name: str):
+    # `from yoloforge import YOLO` imports torch and the stages on first use only, so that
+    # `yoloforge --help` and the data tools start fast.
+    if name == "YOLO":
+        from yoloforge.api import YOLO
+
+        return YOLO
+    raise AttributeError(f"module 'yoloforge' has no attribute {name!r}")
