@@ -28,6 +28,10 @@ class ImageRecord:
     def is_background(self) -> bool:
         return len(self.classes) == 0
 
+    def as_single_class(self) -> ImageRecord:
+        """The same record with every object in class 0 (``single_cls=True``)."""
+        return ImageRecord(self.path, self.shape, np.zeros_like(self.classes), self.boxes_cxcywhn)
+
 
 @dataclass(frozen=True)
 class Letterbox:
