@@ -1,0 +1,44 @@
+"""Shared fixtures. Keep them generic and small; tests that need more build it themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def write_image() -> Callable[..., Path]:
+    """``write_image(path, hw=(32, 48), value=100)``: a flat image file, format from the suffix."""
+
+    def write(path: str | Path, hw: tuple[int, int] = (32, 48), value: int = 100) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, data = cv2.imencode(path.suffix, np.full((*hw, 3), value, dtype=np.uint8))
+        assert ok
+        data.tofile(str(path))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def yoloforge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private YOLOFORGE_HOME, so tests never touch the user's cache folder."""
+    home = tmp_path / "yoloforge_home"
+    monkeypatch.setenv("YOLOFORGE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def shapes_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """config.yaml of a small demo dataset (16 train, 8 val images), made once per test session.
+
+    Shared: read it, do not modify it (scans may add their .cache files).
+    """
+    from yoloforge.data.demo import ensure_shapes
+
+    return ensure_shapes(tmp_path_factory.mktemp("shapes"), n_train=16, n_val=8)
