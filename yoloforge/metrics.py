@@ -63,11 +63,23 @@ def greedy_match(iou: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     detection could take (the first open detection always qualifies), then drops detections left
     without candidates. Rounds <= G + 1, usually 1-3.
     """
+    match = np.full((len(thresholds), iou.shape[0]), -1, dtype=np.int64)
+    if iou.size == 0:
+        return match
+    # only detections and GT with a pair above the lowest threshold take part (a speed-up only)
+    pairs = iou >= thresholds.min()
+    dets, gts = np.flatnonzero(pairs.any(1)), np.flatnonzero(pairs.any(0))
+    if len(dets):
+        local = _greedy_rounds(iou[np.ix_(dets, gts)], thresholds)  # (T, len(dets)), -1 unmatched
+        match[:, dets] = np.where(local >= 0, gts[local], -1)
+    return match
+
+
+def _greedy_rounds(iou: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """greedy_match on a (D, G) block where every row and column has a candidate pair."""
     n_det, n_gt = iou.shape
     n_thr = len(thresholds)
     match = np.full((n_thr, n_det), -1, dtype=np.int64)
-    if n_det == 0 or n_gt == 0:
-        return match
     allowed = iou[None] >= thresholds[:, None, None]  # (T, D, G)
     gt_free = np.ones((n_thr, n_gt), dtype=bool)
     det_open = np.ones((n_thr, n_det), dtype=bool)
