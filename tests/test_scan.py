@@ -168,7 +168,7 @@ def test_label_file_that_is_not_text_skips_its_image(split: list[Path], yoloforg
 def test_scan_never_writes_user_files(split: list[Path], yoloforge_home):
     def digest() -> dict[str, str]:
         root = split[0].parents[2]
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".cache")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(scan.CACHE_SUFFIX))
         return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
     before = digest()
@@ -199,7 +199,8 @@ def assert_same(a: scan.ScanResult, b: scan.ScanResult) -> None:
 def test_second_scan_comes_from_the_cache_and_prints_the_same_line(split: list[Path], caplog, yoloforge_home):
     caplog.set_level(logging.INFO, logger="yoloforge")
     first = scan_split(split, NAMES, "train", progress=False)
-    assert not first.from_cache and first.cache_path == split[0].parents[2] / "labels" / "train.cache"
+    assert not first.from_cache
+    assert first.cache_path == split[0].parents[2] / "labels" / "train.yoloforge.cache"
     second = scan_split(split, NAMES, "train", progress=False)
     assert second.from_cache
     assert_same(first, second)
@@ -250,7 +251,7 @@ def test_when_the_labels_folder_is_not_writable_the_cache_goes_to_the_user_cache
     split: list[Path], yoloforge_home
 ):
     # a folder where the cache file should go: it cannot be written (chmod would not stop root)
-    (split[0].parents[2] / "labels" / "train.cache").mkdir()
+    (split[0].parents[2] / "labels" / "train.yoloforge.cache").mkdir()
     first = scan_split(split, NAMES, "train", progress=False)
     assert first.cache_path is not None and first.cache_path.parent == yoloforge_home / "label-caches"
     assert scan_split(split, NAMES, "train", progress=False).from_cache

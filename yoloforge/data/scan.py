@@ -6,8 +6,9 @@ an image that does not decode is skipped and counted as corrupt (severity ``erro
 whose label file is not UTF-8 text (its objects are unknown); bad label lines are dropped or fixed
 (``warning``). User files are never rewritten.
 
-The cache is ``labels/<split>.cache`` (the labels folder with ``.cache`` appended, as in the
-reference), or ``<common labels folder>.<split>.cache`` when a split spans several label folders,
+The cache is ``labels/<split>.yoloforge.cache`` (the labels folder with a suffix appended; the
+reference writes ``<split>.cache`` there in its own format, and the two tools must not overwrite each
+other's), or ``<common labels folder>.<split>.yoloforge.cache`` when a split spans several folders,
 or, when that folder is missing or read-only, a file under ``yoloforge_home()/label-caches``. It is
 an .npz of plain arrays (loaded with ``allow_pickle=False``) holding the records and the problems,
 and it is rebuilt when any image or label file changes (path, size, mtime), when the names change,
@@ -37,6 +38,7 @@ from yoloforge.structures import ImageRecord
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+CACHE_SUFFIX = ".yoloforge.cache"
 MAX_LOGGED = 20  # problems logged per split by default; check_dataset logs them all
 
 
@@ -221,13 +223,13 @@ def _labels_dir(labels: list[Path]) -> Path:
 def _cache_path(labels: list[Path], split: str) -> Path:
     labels_dir = _labels_dir(labels)
     if len({p.parent for p in labels}) <= 1:
-        return labels_dir.parent / f"{labels_dir.name}.cache"
-    return labels_dir.parent / f"{labels_dir.name}.{split}.cache"
+        return labels_dir.parent / f"{labels_dir.name}{CACHE_SUFFIX}"
+    return labels_dir.parent / f"{labels_dir.name}.{split}{CACHE_SUFFIX}"
 
 
 def _fallback_cache_path(preferred: Path) -> Path:
     key = hashlib.sha1(str(preferred.absolute()).encode()).hexdigest()[:16]
-    return yoloforge_home() / "label-caches" / f"{preferred.stem}-{key}.cache"
+    return yoloforge_home() / "label-caches" / f"{preferred.name.split('.')[0]}-{key}{CACHE_SUFFIX}"
 
 
 def _fingerprint(images: list[Path], labels: list[Path], names: list[str]) -> str:
