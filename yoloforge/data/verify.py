@@ -15,6 +15,7 @@ does. What happens to each problem:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -126,7 +127,7 @@ def _parse_line(line: str, nc: int) -> tuple[tuple[float, ...], str | None]:
     except ValueError:
         bad = next(t for t in tokens if not _is_float(t))
         return (), f"non-numeric value '{bad}'; line dropped"
-    if not all(np.isfinite(values)):
+    if not all(map(math.isfinite, values)):
         return (), "value is not a finite number; line dropped"
     cls = values[0]
     if cls != int(cls):
