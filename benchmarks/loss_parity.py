@@ -2,13 +2,16 @@
 
 Run in the separate environment where the reference is installed (never imported by yoloforge/tests):
     YOLO_OFFLINE=1 PYTHONPATH=. /tmp/peer/bin/python benchmarks/loss_parity.py
-Prints, for several random batches, both (box, cls, dfl) triples, the largest relative difference,
+Add --time for the wall time of both (CPU, one thread). Prints, for several random batches,
+both (box, cls, dfl) triples, the largest relative difference,
 whether the foreground masks agree, and the gradients' largest difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 from types import SimpleNamespace
 
 import torch
@@ -121,16 +124,60 @@ def compare_assigner(seed: int, nc: int, b: int, size: int, max_gt: int) -> bool
     return same
 
 
+def time_both(b: int, size: int, nc: int, max_gt: int, repeats: int) -> None:
+    """Median wall time of loss forward + backward, ours and the reference's, on the same inputs."""
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(b, 4 * REG_MAX + nc, size // s, size // s, generator=gen) for s in STRIDES]
+    for f in feats:
+        f[:, 4 * REG_MAX :] -= 6.0  # class logits near the head's initial bias
+        f.requires_grad_()
+    batch = random_batch(gen, b, size, max_gt)
+    ours = DetectionLoss(nc, REG_MAX, STRIDES)
+    ref = v8DetectionLoss(_FakeDetect(nc))
+    flat = lambda: torch.cat([f.flatten(2) for f in feats], 2)  # noqa: E731
+    ref_batch = {
+        "batch_idx": batch.batch_idx.float(),
+        "cls": batch.classes.float()[:, None],
+        "bboxes": xyxy_to_cxcywh(batch.boxes_xyxy) / size,
+    }
+
+    def run_ours() -> None:
+        ours(feats, batch).total.backward()
+
+    def run_ref() -> None:
+        x = flat()
+        preds = {"boxes": x[:, : 4 * REG_MAX], "scores": x[:, 4 * REG_MAX :], "feats": feats}
+        ref(preds, ref_batch)[0].sum().backward()
+
+    runs = {"yoloforge": run_ours, "reference": run_ref}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(repeats):  # interleaved, so that load from other processes hits both alike
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    for name, t in times.items():
+        print(
+            f"{name:>9}: loss forward + backward, batch {b}, imgsz {size}, nc {nc}, "
+            f"{len(batch.classes)} GTs: median {statistics.median(t) * 1000:.1f} ms of {repeats}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--time", action="store_true", help="also time both at batch 8, imgsz 640, nc 80")
     args = parser.parse_args()
     torch.set_num_threads(1)
     worst = max(compare(seed, nc=3, b=4, size=args.size, max_gt=8) for seed in range(args.runs))
     print(f"worst relative difference of (box, cls, dfl) over {args.runs} batches: {worst:.2e}")
     same = [compare_assigner(seed, nc=3, b=4, size=args.size, max_gt=8) for seed in range(args.runs)]
     print(f"assignments identical in {sum(same)}/{len(same)} batches")
+    if args.time:
+        time_both(b=8, size=640, nc=80, max_gt=20, repeats=9)
 
 
 if __name__ == "__main__":

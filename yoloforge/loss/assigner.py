@@ -146,12 +146,12 @@ def resolve_multiple(
     the updated positives (B, M, A) bool. As in the reference, the IoU maximum is taken over every
     GT the anchor is a candidate of.
     """
+    # (max(dim).indices, the first maximum like argmax, is several times faster than argmax on CPU)
     multiple = positives.sum(1, keepdim=True) > 1  # (B, 1, A)
-    best = torch.zeros_like(positives).scatter_(1, overlaps.argmax(1, keepdim=True), True)  # (B, M, A)
+    best = torch.zeros_like(positives).scatter_(1, overlaps.max(1, keepdim=True).indices, True)  # (B, M, A)
     positives = torch.where(multiple, best, positives)
-    fg_mask = positives.any(1)  # (B, A)
-    gt_idx = positives.to(torch.uint8).argmax(1)  # (B, A), 0 where no GT
-    return gt_idx, fg_mask, positives
+    fg, gt_idx = positives.to(torch.uint8).max(1)  # (B, A) each; gt_idx 0 where no GT
+    return gt_idx, fg.bool(), positives
 
 
 def gather_targets(
@@ -160,8 +160,10 @@ def gather_targets(
     """Step 5: each anchor's label (B, A), box (B, A, 4) and one-hot score (B, A, C) (0 if not fg)."""
     labels = targets.classes.gather(1, gt_idx)  # (B, A)
     boxes = targets.boxes_xyxy.gather(1, gt_idx[..., None].expand(-1, -1, 4))  # (B, A, 4)
-    scores = torch.nn.functional.one_hot(labels, num_classes) * fg_mask[..., None]  # (B, A, C)
-    return labels, boxes, scores
+    b, a = labels.shape
+    one_hot = torch.zeros((b, a, num_classes), dtype=boxes.dtype, device=boxes.device)
+    one_hot.scatter_(-1, labels[..., None], fg_mask[..., None].to(boxes.dtype))  # (B, A, C)
+    return labels, boxes, one_hot
 
 
 def normalise_scores(
@@ -173,9 +175,9 @@ def normalise_scores(
     The best aligned anchor of a GT thus gets the GT's best IoU as its class target.
     """
     align = align * positives
-    max_align = align.amax(-1, keepdim=True)  # (B, M, 1)
     max_iou = (overlaps * positives).amax(-1, keepdim=True)  # (B, M, 1)
-    per_anchor = (align * max_iou / (max_align + EPS)).amax(1)  # (B, A): one GT per anchor at most
+    scale = max_iou / (align.amax(-1, keepdim=True) + EPS)  # (B, M, 1)
+    per_anchor = (align * scale).sum(1)  # (B, A): an anchor is positive for one GT at most
     return one_hot * per_anchor[..., None]
 
 
