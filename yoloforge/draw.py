@@ -69,10 +69,12 @@ def draw_detections(
     scores: torch.Tensor | np.ndarray | None,
     names: Names,
     line_width: int | None = None,
+    labels: bool = True,
 ) -> np.ndarray:
     """Return a copy of ``image_bgr`` (H, W, 3) uint8 with (N, 4) pixel boxes and 'name 0.87' labels.
 
-    ``scores`` None draws names only (ground truth). ``line_width`` None: about 0.3% of the image size.
+    ``scores`` None draws names only (ground truth); ``labels=False`` draws boxes only.
+    ``line_width`` None: about 0.3% of the image size.
     """
     out = np.ascontiguousarray(image_bgr).copy()
     lw = line_width or max(round(sum(out.shape[:2]) / 2 * 0.003), 2)
@@ -83,6 +85,8 @@ def draw_detections(
         x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
         bgr = color(cls[i])
         cv2.rectangle(out, (x1, y1), (x2, y2), bgr, lw, cv2.LINE_AA)
+        if not labels:
+            continue
         text = class_name(names, cls[i]) if conf is None else f"{class_name(names, cls[i])} {conf[i]:.2f}"
         _label(out, text, max(x1, 0), max(y1, 0), bgr, lw)
     return out
