@@ -233,3 +233,19 @@ def test_voc_without_image_sets_is_one_split_and_refuses_existing_output(tmp_pat
     assert config.train == config.val and len(config.train) == 1
     with pytest.raises(DatasetError, match="already exists"):
         convert_voc(voc, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"images": []}', "missing key 'categories'"),
+        ('{"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}]}', "KeyError: 'file_name'"),
+    ],
+)
+def test_malformed_coco_gives_one_line(tmp_path: Path, content: str, words: str):
+    (tmp_path / "x.json").write_text(content)
+    with pytest.raises(DatasetError) as info:
+        convert_coco(tmp_path / "x.json", tmp_path, tmp_path / "out")
+    assert str(info.value).startswith(str(tmp_path / "x.json")) and words in str(info.value)
+    assert "\n" not in str(info.value) and not (tmp_path / "out").exists()

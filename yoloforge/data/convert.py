@@ -48,12 +48,25 @@ def convert_coco(
     json_path, images_dir, out = (Path(p).expanduser().absolute() for p in (json_path, images_dir, out))
     refuse_existing(out)
     coco = _read_coco(json_path)
-    categories = sorted(coco["categories"], key=lambda c: int(c["id"]))
-    index = {int(c["id"]): i for i, c in enumerate(categories)}
-    names = [str(c["name"]) for c in categories]
     split = split or _split_from_name(json_path.stem)
     if split not in SPLITS:
         raise DatasetError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
+    try:
+        categories = sorted(coco["categories"], key=lambda c: int(c["id"]))
+        index = {int(c["id"]): i for i, c in enumerate(categories)}  # sorted ids -> 0..n-1
+        names = [str(c["name"]) for c in categories]
+        items, n_crowd = _coco_items(coco, images_dir, split, index)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{json_path}: not a COCO detection file ({type(e).__name__}: {e})") from None
+    if n_crowd:
+        log.info(f"{json_path}: {n_crowd} iscrowd annotations skipped")
+    return _write(items, names, out, link, source=json_path)
+
+
+def _coco_items(
+    coco: dict, images_dir: Path, split: str, index: dict[int, int]
+) -> tuple[list[_Converted], int]:
+    """One item per COCO image with its label lines, and the number of crowd boxes skipped."""
     annotations = defaultdict(list)
     for a in coco.get("annotations", []):
         annotations[a["image_id"]].append(a)
@@ -66,9 +79,7 @@ def convert_coco(
                 x, y, w, h = (float(v) for v in a["bbox"])
                 item.lines += _yolo_line(index[int(a["category_id"])], (x, y, x + w, y + h), image)
         items.append(item)
-    if n_crowd:
-        log.info(f"{json_path}: {n_crowd} iscrowd annotations skipped")
-    return _write(items, names, out, link, source=json_path)
+    return items, n_crowd
 
 
 def _read_coco(json_path: Path) -> dict:
@@ -194,10 +205,11 @@ def _write(items: list[_Converted], names: list[str], out: Path, link: bool, sou
                 label.write_text("\n".join(it.lines) + "\n", encoding="utf-8")
                 n_boxes += len(it.lines)
         yaml_splits = {s: f"images/{s}" for s in splits}
-        if len(splits) == 1:
-            yaml_splits = {"train": f"images/{splits[0]}", "val": f"images/{splits[0]}"}
+        yaml_splits.setdefault("train", yaml_splits[splits[0]])
+        if "val" not in yaml_splits:
+            yaml_splits["val"] = yaml_splits["train"]
             log.warning(
-                f"{source}: one split only, config.yaml validates on it (yoloforge split makes a val split)"
+                f"{source}: no val split, config.yaml validates on {yaml_splits['val']} (see yoloforge split)"
             )
         write_data_yaml(tmp / "config.yaml", out, yaml_splits, names, f"converted from {source}")
     log.info(f"converted {len(items) - n_missing} images, {n_boxes} boxes, {len(names)} classes into {out}")

@@ -159,13 +159,14 @@ def _scan(images: list[Path], labels: list[Path], nc: int, desc: str, progress: 
         bar.update()
         bar.set_postfix_str(f"{result.n_images} images, {result.n_corrupt} corrupt", refresh=False)
     bar.close()
-    if images and result.n_missing_labels == result.n_images and result.n_images:
+    if result.n_images and result.n_missing_labels == result.n_images:
         result.problems.append(_no_labels_problem(images[0], labels[0]))
     return result
 
 
 def _check_all(images: list[Path], labels: list[Path], nc: int) -> Iterator[_Checked]:
-    """Check pairs in order; threads overlap file reads (decoders release the GIL)."""
+    """Check pairs in order. Threads overlap file reads (slow or network disks) and the full decodes
+    of non-JPEG/PNG images (OpenCV releases the GIL); header parsing itself is Python."""
     if len(images) < 32:
         yield from (_check_one(i, lb, nc) for i, lb in zip(images, labels, strict=True))
         return
