@@ -1,0 +1,227 @@
+"""Running exported models: ``load_exported("best.onnx")`` or ``("best.torchscript")``.
+
+An ``ExportedModel`` keeps the call contract of the PyTorch ``DetectionModel`` in eval mode:
+float images (B, 3, H, W) in [0, 1] -> (B, 4 + nc, A), cx, cy, w, h in input pixels, then class
+scores. It also carries what the exporter stored in the file (class names, input size, stride,
+whether shapes are dynamic), so the predictor can letterbox to the shape a static model expects.
+
+The same ``ExportMetadata`` is written by the exporter: ONNX ``metadata_props`` (one key per field,
+JSON values) and a TorchScript extra file ``metadata.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+EXPORT_EXTRA = 'pip install "yoloforge[export]"'
+TORCHSCRIPT_METADATA = "metadata.json"
+
+
+class ExportedModelError(ValueError):
+    """An exported file that cannot be run; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    names: list[str]
+    imgsz: tuple[int, int]  # (height, width) of the input the model was exported for
+    stride: int
+    family: str
+    size: str
+    dynamic: bool  # batch, height and width may vary
+    batch: int  # the fixed batch size when not dynamic
+    half: bool  # expects float16 input
+    version: str  # yoloforge version that wrote the file
+    task: str = "detect"
+
+    def to_strings(self) -> dict[str, str]:
+        """Flat key -> JSON-value strings, the form ONNX metadata_props hold."""
+        return {k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @staticmethod
+    def from_strings(values: dict[str, str], source: str) -> ExportMetadata:
+        try:
+            return ExportMetadata.from_dict({k: json.loads(v) for k, v in values.items()}, source)
+        except ValueError:
+            raise ExportedModelError(
+                f"{source}: unreadable yoloforge metadata; export the model again"
+            ) from None
+
+    @staticmethod
+    def from_dict(values: dict, source: str) -> ExportMetadata:
+        try:
+            raw = {k: v for k, v in values.items() if k in ExportMetadata.__dataclass_fields__}
+            raw["imgsz"] = tuple(raw["imgsz"])
+            return ExportMetadata(**raw)
+        except (KeyError, TypeError) as e:
+            raise ExportedModelError(
+                f"{source}: no yoloforge metadata ({e}); export it with `yoloforge export model=...`"
+            ) from None
+
+
+def require(module: str):
+    """Import onnx / onnxruntime, or fail with one line telling how to install them."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{module} is not installed; {EXPORT_EXTRA}") from None
+
+
+@contextlib.contextmanager
+def quiet_torchscript() -> Iterator[None]:
+    """Silence torch's deprecation notices for torch.jit trace/save/load (TorchScript is still the
+    format users ask for) and tracer notes about Python-side checks that trace as constants."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+class ExportedModel:
+    """Common part of the ONNX and TorchScript runners: metadata, device, static batch handling."""
+
+    def __init__(self, path: Path, meta: ExportMetadata):
+        self.path = path
+        self.meta = meta
+        self.device = torch.device("cpu")
+
+    # what the predictor and the facade read
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta.names)
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        return self.meta.imgsz
+
+    @property
+    def stride(self) -> int:
+        return self.meta.stride
+
+    @property
+    def dynamic(self) -> bool:
+        return self.meta.dynamic
+
+    @property
+    def fixed_shape(self) -> tuple[int, int] | None:
+        """(height, width) every input must have, or None when shapes are dynamic."""
+        return None if self.meta.dynamic else self.meta.imgsz
+
+    def to(self, device: torch.device | str) -> ExportedModel:
+        """Run on ``device`` from now on (CUDA when the runtime supports it). Returns self."""
+        self.device = torch.device(device)
+        self._load()
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 1] -> (B, 4 + nc, A) float32, on the device of ``images``."""
+        if self.fixed_shape is not None and tuple(images.shape[-2:]) != self.fixed_shape:
+            raise ExportedModelError(
+                f"{self.path.name} was exported for {self.fixed_shape[0]}x{self.fixed_shape[1]} inputs, "
+                f"got {images.shape[-2]}x{images.shape[-1]}; export with dynamic=True for other sizes"
+            )
+        dtype = torch.float16 if self.meta.half else torch.float32
+        images = images.to(dtype)
+        if self.meta.dynamic or len(images) == self.meta.batch:
+            return self._run(images).float().to(images.device)
+        return torch.cat([self._run_padded(chunk) for chunk in images.split(self.meta.batch)]).to(
+            images.device
+        )
+
+    def _run_padded(self, chunk: torch.Tensor) -> torch.Tensor:
+        """A static batch of ``meta.batch`` images: pad a short chunk with zeros, drop their outputs."""
+        n = len(chunk)
+        if n < self.meta.batch:
+            pad = chunk.new_zeros((self.meta.batch - n, *chunk.shape[1:]))
+            chunk = torch.cat((chunk, pad))
+        return self._run(chunk)[:n].float()
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        shape = "dynamic" if self.dynamic else f"{self.imgsz[0]}x{self.imgsz[1]}, batch {self.meta.batch}"
+        return f"{type(self).__name__}({str(self.path)!r}, {len(self.names)} classes, {shape})"
+
+
+class OnnxModel(ExportedModel):
+    """onnxruntime session; CUDAExecutionProvider when on a CUDA device and available."""
+
+    def __init__(self, path: Path):
+        onnx = require("onnx")
+        model = onnx.load(str(path), load_external_data=False)
+        meta = ExportMetadata.from_strings({p.key: p.value for p in model.metadata_props}, str(path))
+        super().__init__(path, meta)
+        self.session = None
+        self._load()
+
+    def _load(self) -> None:
+        ort = require("onnxruntime")
+        providers = ["CPUExecutionProvider"]
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.device.index or 0}))
+            else:
+                log.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on CPU")
+        self.session = ort.InferenceSession(str(self.path), providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        array = images.detach().cpu().numpy()
+        (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(array)})
+        return torch.from_numpy(out)
+
+
+class TorchScriptModel(ExportedModel):
+    """A traced module loaded with ``torch.jit.load`` (no Python model code needed)."""
+
+    def __init__(self, path: Path):
+        extra = {TORCHSCRIPT_METADATA: ""}
+        with quiet_torchscript():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        if not extra[TORCHSCRIPT_METADATA]:
+            raise ExportedModelError(f"{path}: no yoloforge metadata; export it with `yoloforge export ...`")
+        super().__init__(path, ExportMetadata.from_dict(json.loads(extra[TORCHSCRIPT_METADATA]), str(path)))
+        self.module = module.eval()
+
+    def _load(self) -> None:
+        with quiet_torchscript():
+            self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
+
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(images.to(self.device))
+
+
+def load_exported(path: str | Path, device: torch.device | str = "cpu") -> ExportedModel:
+    """Open an exported ``.onnx`` or ``.torchscript`` file for prediction on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model={path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        model: ExportedModel = OnnxModel(path)
+    elif suffix == ".torchscript":
+        model = TorchScriptModel(path)
+    else:
+        raise ExportedModelError(f"model={path}: expected a .onnx or .torchscript file")
+    if torch.device(device).type != "cpu":
+        model.to(device)
+    return model

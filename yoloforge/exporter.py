@@ -1,0 +1,209 @@
+"""Export a detector to ONNX or TorchScript, then check the file against PyTorch.
+
+    path = export(load_model("best.pt"), ExportSettings(format="onnx"))   # -> best.onnx
+
+Both formats keep the eval-mode contract: ``images`` (B, 3, H, W) float in [0, 1] -> ``output0``
+(B, 4 + nc, A), cx, cy, w, h in input pixels, then class scores. Class names, input size, stride
+and the rest of ``ExportMetadata`` travel inside the file, so ``YOLO("best.onnx")`` needs nothing else.
+
+ONNX uses the TorchScript-based exporter (``dynamo=False``): on torch 2.14 here it writes the file
+in ~1-2 s with onnx and onnxruntime only, and its outputs match PyTorch to ~1e-7 relative; the
+dynamo exporter matched just as well but took ~13-29 s and needs the extra ``onnxscript`` package
+(yolov8n, CPU; see the issue 6 report).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from yoloforge import __version__
+from yoloforge.backends import TORCHSCRIPT_METADATA, ExportMetadata, load_exported, quiet_torchscript, require
+from yoloforge.device import select_device
+from yoloforge.loading import LoadedModel
+from yoloforge.predictor import inference_copy
+from yoloforge.settings import ExportSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17  # read by onnxruntime >= 1.13, TensorRT >= 8.6 and OpenVINO; the exporter goes to 20
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2}  # see output_difference
+
+
+class ExportError(ValueError):
+    """An export that cannot be done or whose file does not reproduce PyTorch; the message says why."""
+
+
+def export(loaded: LoadedModel, settings: ExportSettings) -> Path:
+    """Write ``loaded.model`` as ``settings.format`` next to its checkpoint (or in the current folder
+    for a model built from a name), check it, and return the file's path."""
+    device = select_device(settings.device)
+    if settings.half and device.type != "cuda":
+        raise ExportError(f"half=True needs a CUDA device (device=0); {device.type} exports in float32")
+    if settings.batch < 1:
+        raise ExportError(f"batch={settings.batch}: must be 1 or more")
+    model = inference_copy(loaded.model, device, settings.half)
+    stride = int(model.stride.max())
+    imgsz = _stride_multiple(settings.imgsz, stride)
+    meta = ExportMetadata(
+        names=list(loaded.names),
+        imgsz=(imgsz, imgsz),
+        stride=stride,
+        family=loaded.family,
+        size=loaded.size,
+        dynamic=settings.dynamic,
+        batch=settings.batch,
+        half=settings.half,
+        version=__version__,
+    )
+    path = output_path(loaded, settings.format)
+    sample = sample_input(meta, device, seed=0)
+    start = time.perf_counter()
+    if settings.format == "onnx":
+        opset = _write_onnx(model, sample, path, meta, settings.opset)
+        details = f"opset {opset}, onnx {require('onnx').__version__}"
+    else:
+        _write_torchscript(model, sample, path, meta)
+        details = f"torch {torch.__version__}"
+    shape = "dynamic batch/height/width" if meta.dynamic else f"input {tuple(sample.shape)}"
+    log.info(
+        "%s: exported %s (%.1f MB) in %.1fs; %s, %s",
+        settings.format.upper() if settings.format == "onnx" else "TorchScript",
+        path,
+        path.stat().st_size / 1e6,
+        time.perf_counter() - start,
+        shape,
+        details,
+    )
+    check_export(model, path, meta, device)
+    return path
+
+
+def output_path(loaded: LoadedModel, fmt: str) -> Path:
+    """best.pt -> best.onnx beside it; a model built from a name -> ./yolov8n.onnx."""
+    suffix = SUFFIXES[fmt]
+    if loaded.path is not None:
+        return loaded.path.with_suffix(suffix)
+    return Path.cwd() / f"{loaded.family}{loaded.size}{suffix}"
+
+
+def sample_input(meta: ExportMetadata, device: torch.device, seed: int, extra: int = 0) -> torch.Tensor:
+    """Random images (batch, 3, H, W) in [0, 1]; ``extra`` adds images and a stride of width
+    (only for dynamic models, to check other shapes than the traced one)."""
+    generator = torch.Generator().manual_seed(seed)
+    h, w = meta.imgsz
+    shape = (meta.batch + extra, 3, h, w + extra * meta.stride)
+    images = torch.rand(shape, generator=generator).to(device)
+    return images.half() if meta.half else images
+
+
+def _stride_multiple(imgsz: int, stride: int) -> int:
+    rounded = max(stride, -(-imgsz // stride) * stride)
+    if rounded != imgsz:
+        log.warning(
+            "imgsz=%d is not a multiple of the stride %d; exporting at imgsz=%d", imgsz, stride, rounded
+        )
+    return rounded
+
+
+# ----------------------------------------------------------------------------------------------
+# writers
+
+
+def _write_onnx(
+    model: torch.nn.Module, sample: torch.Tensor, path: Path, meta: ExportMetadata, opset: int
+) -> int:
+    onnx = require("onnx")
+    require("onnxruntime")  # needed for the check: fail before spending time on the export
+    newest = onnx.defs.onnx_opset_version()
+    opset = opset or min(DEFAULT_OPSET, newest)
+    if opset > newest:
+        raise ExportError(f"opset={opset}: the installed onnx {onnx.__version__} reads up to opset {newest}")
+    dynamic_axes = None
+    if meta.dynamic:
+        dynamic_axes = {
+            "images": {0: "batch", 2: "height", 3: "width"},
+            "output0": {0: "batch", 2: "anchors"},
+        }
+    # the dynamo exporter is the default from torch 2.9; torch < 2.5 has no such argument
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    try:
+        with quiet_torchscript():  # the TorchScript-based exporter traces the model
+            torch.onnx.export(
+                model,
+                (sample,),
+                str(path),
+                opset_version=opset,
+                input_names=["images"],
+                output_names=["output0"],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+                **legacy,
+            )
+    except Exception as e:  # torch raises many types here; the user needs the first line
+        raise ExportError(f"ONNX export to {path} failed at opset {opset}: {str(e).splitlines()[0]}") from e
+    proto = onnx.load(str(path))
+    # the exporter leaves the channel axis symbolic (a concat of boxes and scores): it is 4 + nc
+    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4 + len(meta.names)
+    for key, value in meta.to_strings().items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return opset
+
+
+def _write_torchscript(
+    model: torch.nn.Module, sample: torch.Tensor, path: Path, meta: ExportMetadata
+) -> None:
+    with quiet_torchscript():
+        traced = torch.jit.trace(model, sample, check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_METADATA: json.dumps(asdict(meta))})
+
+
+# ----------------------------------------------------------------------------------------------
+# the check
+
+
+def check_export(model: torch.nn.Module, path: Path, meta: ExportMetadata, device: torch.device) -> float:
+    """Run the written file on fresh random input (and a second shape when dynamic) and compare
+    with PyTorch. Raises ExportError past ``TOLERANCE``; returns the largest difference."""
+    runtime = load_exported(path, device)
+    dtype = torch.float16 if meta.half else torch.float32
+    samples = [sample_input(meta, device, seed=1)]
+    if meta.dynamic:
+        samples.append(sample_input(meta, device, seed=2, extra=1))
+    worst = 0.0
+    for images in samples:
+        with torch.inference_mode():
+            expected = model(images).float()
+        actual = runtime(images).float()
+        if actual.shape != expected.shape:
+            raise ExportError(
+                f"{path}: output shape {tuple(actual.shape)} differs from PyTorch's {tuple(expected.shape)} "
+                f"for input {tuple(images.shape)}"
+            )
+        worst = max(worst, output_difference(expected, actual))
+    if worst > TOLERANCE[dtype]:
+        raise ExportError(
+            f"{path}: outputs differ from PyTorch by {worst:.2g} (tolerance {TOLERANCE[dtype]:g}); "
+            "the file is kept for inspection. Please report this with the model and settings."
+        )
+    what = "onnxruntime " + require("onnxruntime").__version__ if path.suffix == ".onnx" else "torch.jit.load"
+    log.info("Checked %s with %s against PyTorch: max relative difference %.1e", path.name, what, worst)
+    return worst
+
+
+def output_difference(expected: torch.Tensor, actual: torch.Tensor) -> float:
+    """Largest difference of two (B, 4 + nc, A) outputs relative to their scale: boxes relative to
+    the largest coordinate (pixels), scores absolutely (they live in [0, 1])."""
+    box_scale = expected[:, :4].abs().max().clamp(min=1.0)
+    box_err = ((actual[:, :4] - expected[:, :4]).abs().max() / box_scale).item()
+    score_err = (actual[:, 4:] - expected[:, 4:]).abs().max().item()
+    return max(box_err, score_err)
