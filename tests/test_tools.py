@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from yoloforge.data.config import DatasetError, load_data_config
-from yoloforge.data.convert import convert_coco, convert_voc
 from yoloforge.data.scan import image_to_label_path, scan_split
-from yoloforge.data.tools import assign_splits, check_dataset, split_dataset
+from yoloforge.data.tools import assign_splits, check_dataset, convert_coco, convert_voc, split_dataset
 
 CLASSES = ["cat", "dog", "bird"]
 

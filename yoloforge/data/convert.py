@@ -1,4 +1,5 @@
-"""Conversions to the YOLO layout behind ``yoloforge convert coco|voc``.
+"""Conversions to the YOLO layout behind ``yoloforge convert coco|voc``, and the helpers that write
+output folders safely (``staging``, ``copy_file``, ``refuse_existing``; ``split`` uses them too).
 
 Both write OUT/images/<split>, OUT/labels/<split> (``class cx cy w h``, normalised) and
 OUT/config.yaml; images are copied (or hard-linked with ``link=True``), the inputs only read.
@@ -15,17 +16,20 @@ output makes a separate val split.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from yoloforge.data.config import SPLITS, DatasetError, write_data_yaml
 from yoloforge.data.images import ImageReadError
-from yoloforge.data.tools import copy_file, refuse_existing, staging
 from yoloforge.data.verify import image_shape
 
 log = logging.getLogger(__name__)
@@ -214,3 +218,39 @@ def _write(items: list[_Converted], names: list[str], out: Path, link: bool, sou
         write_data_yaml(tmp / "config.yaml", out, yaml_splits, names, f"converted from {source}")
     log.info(f"converted {len(items) - n_missing} images, {n_boxes} boxes, {len(names)} classes into {out}")
     return out / "config.yaml"
+
+
+def refuse_existing(out: Path) -> None:
+    """Tools never write into an existing folder (an empty one is fine)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"{out}: already exists; choose another out= (existing data is never overwritten)")
+
+
+# ----------------------------------------------------------------------------------------------
+# writing output folders
+
+
+@contextlib.contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """Yield a hidden folder next to ``out``; rename it to ``out`` on success, delete it on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield tmp
+        refuse_existing(out)  # someone may have created it meanwhile
+        if out.exists():
+            out.rmdir()  # empty: replace it
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_file(src: Path, dst: Path, link: bool = False) -> None:
+    """Copy (keeping the mtime), or hard-link when ``link`` and the file system allows it."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        with contextlib.suppress(OSError):
+            os.link(src, dst)
+            return
+    shutil.copy2(src, dst)

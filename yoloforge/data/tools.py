@@ -1,4 +1,4 @@
-"""Dataset tools behind ``yoloforge split`` and ``yoloforge check`` (``convert``: convert.py).
+"""Dataset tools behind ``yoloforge split``, ``check`` and ``convert`` (the conversions live in convert.py).
 
 - ``split_dataset``: a folder of images/ and labels/ (e.g. a Label Studio YOLO export) into
   train/val[/test] folders and a ready config.yaml. It copies the user's data faithfully, bad files
@@ -6,28 +6,26 @@
 - ``check_dataset``: scan every split of a config and log each problem with its file.
 
 The source folder is only read. The output is written to a hidden folder next to it and renamed
-into place at the end, so a failed run never leaves half a dataset.
+into place at the end (``convert.staging``), so a failed run never leaves half a dataset.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from yoloforge.data.config import DataConfig, DatasetError, load_data_config, write_data_yaml
+from yoloforge.data.convert import convert_coco, convert_voc, copy_file, refuse_existing, staging
 from yoloforge.data.images import is_image
 from yoloforge.data.scan import Problem, ScanResult, image_to_label_path, scan_split
 
 log = logging.getLogger(__name__)
+
+__all__ = ["CheckReport", "check_dataset", "convert_coco", "convert_voc", "split_dataset"]
 
 
 @dataclass
@@ -135,12 +133,6 @@ def _check_fractions(val: float, test: float) -> None:
         raise DatasetError(f"val={val} test={test}: each must be in [0, 1) and together below 1")
 
 
-def refuse_existing(out: Path) -> None:
-    """Tools never write into an existing folder (an empty one is fine)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DatasetError(f"{out}: already exists; choose another out= (existing data is never overwritten)")
-
-
 def read_class_names(src: Path) -> list[str]:
     """Names from SRC/classes.txt (one per line, in id order) or SRC/notes.json ``categories``."""
     classes_txt, notes = src / "classes.txt", src / "notes.json"
@@ -194,33 +186,3 @@ def _orphan_labels(src: Path, images: list[Path]) -> list[Problem]:
     folder = src / "labels"
     orphans = sorted(p for p in folder.rglob("*.txt") if p not in expected) if folder.is_dir() else []
     return [Problem(str(p), "label file without an image; not copied", "warning") for p in orphans]
-
-
-# ----------------------------------------------------------------------------------------------
-# writing output folders
-
-
-@contextlib.contextmanager
-def staging(out: Path) -> Iterator[Path]:
-    """Yield a hidden folder next to ``out``; rename it to ``out`` on success, delete it on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        yield tmp
-        refuse_existing(out)  # someone may have created it meanwhile
-        if out.exists():
-            out.rmdir()  # empty: replace it
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def copy_file(src: Path, dst: Path, link: bool = False) -> None:
-    """Copy (keeping the mtime), or hard-link when ``link`` and the file system allows it."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if link:
-        with contextlib.suppress(OSError):
-            os.link(src, dst)
-            return
-    shutil.copy2(src, dst)
