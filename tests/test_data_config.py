@@ -77,9 +77,11 @@ def test_only_nc_gives_numbered_names(dataset: Path):
     assert load_data_config(cfg_file).names == ["class_0", "class_1"]
 
 
-def test_shapes_means_the_demo_dataset(monkeypatch, shapes_small: Path):
+@pytest.mark.parametrize("name", ["shapes", "shapes.yaml"])
+def test_shapes_means_the_demo_dataset(name: str, monkeypatch, shapes_small: Path, tmp_path: Path):
     monkeypatch.setattr(demo, "ensure_shapes", lambda: shapes_small)
-    config = load_data_config("shapes")
+    monkeypatch.chdir(tmp_path)
+    config = load_data_config(name)
     assert config.names == demo.NAMES
     assert len(config.train) == 16 and len(config.val) == 8
 

@@ -67,8 +67,9 @@ def yoloforge_home() -> Path:
 
 
 def load_data_config(data: str | Path) -> DataConfig:
-    """Read and check a dataset YAML; ``"shapes"`` generates (once) and loads the demo dataset."""
-    if str(data) == DEMO_NAME:
+    """Read and check a dataset YAML; ``"shapes"`` (or ``"shapes.yaml"`` when no such file exists)
+    generates the demo dataset on first use and loads it."""
+    if str(data) in (DEMO_NAME, f"{DEMO_NAME}.yaml") and not Path(data).exists():
         from yoloforge.data.demo import ensure_shapes  # demo imports this module: import on use
 
         data = ensure_shapes()
