@@ -1,5 +1,136 @@
-"""The YOLO facade (filled in as the stages land)."""
+"""The ``YOLO`` facade users know: build or load a model, then train, val, predict or export.
+
+Each method turns keyword settings into the frozen settings of its stage and hands them to that
+stage; the facade itself holds no training logic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yoloforge.console import setup_console
+from yoloforge.loading import LoadedModel, load_model
+from yoloforge.settings import ExportSettings, PredictSettings, TrainSettings, ValSettings, build
 
 
 class YOLO:
-    pass
+    """``YOLO("yolov8n.pt")``, ``YOLO("yolo11s.yaml")``, ``YOLO("runs/detect/train/weights/best.pt")``."""
+
+    def __init__(self, model: str | Path = "yolov8n.pt", verbose: bool = True):
+        setup_console(verbose)
+        self.source = str(model)
+        self._exported = None
+        if Path(self.source).suffix.lower() in (".onnx", ".torchscript"):
+            from yoloforge.backends import load_exported
+
+            self._exported = load_exported(self.source)
+            self._loaded = None
+        else:
+            self._loaded: LoadedModel | None = load_model(self.source)
+        self.metrics = None
+
+    # --- what the user can read ----------------------------------------------------------------
+    @property
+    def model(self):
+        """The torch module (a ``DetectionModel``), or the runtime wrapper of an exported file."""
+        return self._loaded.model if self._loaded is not None else self._exported
+
+    @property
+    def names(self) -> dict[int, str]:
+        names = self._loaded.names if self._loaded is not None else self._exported.names
+        return dict(enumerate(names))
+
+    @property
+    def ckpt_path(self) -> str | None:
+        return str(self._loaded.path) if self._loaded is not None and self._loaded.path else None
+
+    def info(self) -> str:
+        """The model summary line, e.g. 'YOLOv8n summary: 129 layers, 3,157,200 parameters, ...'."""
+        text = self._require_torch("info").model.summary(imgsz=640)
+        import logging
+
+        logging.getLogger("yoloforge").info(text)
+        return text
+
+    # --- modes ---------------------------------------------------------------------------------
+    def train(self, callbacks: list | None = None, **overrides: Any):
+        """Train on ``data=``; returns the final validation metrics. Afterwards this object holds best.pt."""
+        from yoloforge.trainer import StartingPoint, Trainer, train_settings_for_resume
+
+        loaded = self._require_torch("train")
+        resume_dir = None
+        if overrides.get("resume"):
+            if loaded.checkpoint is None:
+                raise ValueError(
+                    f"resume=True needs a last.pt written by yoloforge training; {self.source} is not one"
+                )
+            settings = build(TrainSettings, train_settings_for_resume(loaded.checkpoint, overrides))
+            ckpt = loaded.checkpoint
+            if ckpt.optimizer is None:
+                raise ValueError(f"{self.source} holds no optimizer state (a best.pt?); resume from last.pt")
+            if ckpt.epoch + 1 >= settings.epochs:
+                raise ValueError(
+                    f"{self.source}: training already finished at {ckpt.epoch + 1} epochs; "
+                    f"pass epochs=N (N > {ckpt.epoch + 1}) to train further, or drop resume=True to fine-tune"
+                )
+            resume_dir = loaded.path.resolve().parent.parent
+        else:
+            overrides = {"model": self.source, **overrides}
+            settings = build(TrainSettings, overrides)
+        start = StartingPoint(
+            family=loaded.family,
+            size=loaded.size,
+            source=self.source,
+            weights=loaded.pretrained,
+            resume=loaded.checkpoint if resume_dir else None,
+            resume_dir=resume_dir,
+        )
+        trainer = Trainer(settings, start, callbacks=callbacks)
+        self.metrics = trainer.fit()
+        best = trainer.weights_dir / "best.pt"
+        if best.exists():
+            self.source, self._loaded = str(best), load_model(best)
+        self.trainer = trainer
+        return self.metrics
+
+    def val(self, **overrides: Any):
+        """Validate on ``data=`` (the training data when omitted); returns metrics (``.box.map`` ...)."""
+        from yoloforge.evaluate import run_validation
+
+        if "data" not in overrides and self._loaded is not None and self._loaded.train_args:
+            overrides["data"] = self._loaded.train_args.get("data", "")
+        settings = build(ValSettings, {"model": self.source, **overrides})
+        self.metrics = run_validation(self.model, self.names, settings)
+        return self.metrics
+
+    def predict(self, source: Any = None, stream: bool = False, **overrides: Any):
+        """Detect objects in images, folders, videos, a webcam (0) or arrays; a list of Results,
+        or a generator of them with ``stream=True``."""
+        from yoloforge.predictor import Predictor
+
+        settings = build(PredictSettings, {"model": self.source, "stream": stream, **overrides})
+        predictor = Predictor(self.model, list(self.names.values()), settings)
+        results = predictor.stream(source)
+        return results if stream else list(results)
+
+    def __call__(self, source: Any = None, stream: bool = False, **overrides: Any):
+        return self.predict(source, stream=stream, **overrides)
+
+    def export(self, **overrides: Any) -> str:
+        """Write an ONNX or TorchScript file next to the checkpoint; returns its path."""
+        from yoloforge.exporter import export
+
+        loaded = self._require_torch("export")
+        settings = build(ExportSettings, {"model": self.source, **overrides})
+        return str(export(loaded, settings))
+
+    def _require_torch(self, what: str) -> LoadedModel:
+        if self._loaded is None:
+            raise ValueError(
+                f"{what} needs a PyTorch model (.pt or a model name); {self.source} is an export"
+            )
+        return self._loaded
+
+    def __repr__(self) -> str:
+        return f"YOLO({self.source!r})"

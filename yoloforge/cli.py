@@ -1,0 +1,278 @@
+"""``yoloforge MODE key=value ...``: the command line users already type.
+
+    yoloforge train data=config.yaml model=yolov8n.pt epochs=3 imgsz=640 batch=16 device=cpu
+    yoloforge val model=runs/detect/train/weights/best.pt data=config.yaml
+    yoloforge predict model=best.pt source=photos/
+    yoloforge export model=best.pt format=onnx
+    yoloforge split export_folder out=dataset val=0.2
+    yoloforge check data=config.yaml
+    yoloforge convert coco annotations.json images/ out=dataset
+    yoloforge convert voc VOCdevkit/VOC2012 out=dataset
+
+Bad input ends with one line naming the key and what is valid, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from yoloforge.settings import (
+    ExportSettings,
+    PredictSettings,
+    SettingsError,
+    TrainSettings,
+    ValSettings,
+    build,
+    help_lines,
+)
+
+log = logging.getLogger("yoloforge.cli")
+
+
+class UsageError(ValueError):
+    """Bad command line; printed as one line with exit code 2."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    run: Callable[[list[str], dict[str, str]], int]
+    summary: str
+    settings: type | None = None
+    usage: str = ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from yoloforge.console import setup_console
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_overview())
+        return 0
+    if argv[0] in ("version", "--version", "-V"):
+        from yoloforge import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    modes = _modes()
+    if name not in modes:
+        return _fail(f"'{name}' is not a mode; choose one of {', '.join(modes)}")
+    mode = modes[name]
+    if any(a in ("-h", "--help", "help") for a in rest):
+        print(_mode_help(name, mode))
+        return 0
+    setup_console()
+    try:
+        positional, pairs = _split_args(rest)
+        return mode.run(positional, pairs)
+    except (UsageError, SettingsError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+
+
+def _fail(message: str) -> int:
+    print(f"yoloforge: {message}", file=sys.stderr)
+    return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's files or machine: printed as one line, no traceback."""
+    from yoloforge.checkpoint import CheckpointError
+    from yoloforge.data.config import DatasetError
+    from yoloforge.data.images import ImageReadError
+    from yoloforge.device import DeviceError
+    from yoloforge.loading import ModelSourceError
+    from yoloforge.model.weights import UnsafeCheckpointError, WeightsNotFoundError
+    from yoloforge.trainer import TrainingDiverged
+
+    return (
+        CheckpointError,
+        DatasetError,
+        ImageReadError,
+        DeviceError,
+        ModelSourceError,
+        UnsafeCheckpointError,
+        WeightsNotFoundError,
+        TrainingDiverged,
+        FileNotFoundError,
+        ValueError,
+    )
+
+
+def _split_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    positional: list[str] = []
+    pairs: dict[str, str] = {}
+    for a in args:
+        if "=" in a and not a.startswith("="):
+            key, value = a.split("=", 1)
+            key = key.strip().lstrip("-").replace("-", "_")
+            if key in pairs:
+                raise UsageError(f"'{key}' is given twice")
+            pairs[key] = value
+        elif a.startswith("--"):
+            raise UsageError(f"'{a}': settings are written key=value (e.g. epochs=3), not --key value")
+        else:
+            positional.append(a)
+    return positional, pairs
+
+
+def _no_positional(mode: str, positional: list[str]) -> None:
+    if positional:
+        raise UsageError(f"{mode}: unexpected argument '{positional[0]}'; settings are written key=value")
+
+
+# ----------------------------------------------------------------------------------------------
+# modes
+
+
+def _train(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.api import YOLO
+
+    _no_positional("train", positional)
+    build(TrainSettings, pairs)  # every key and value checked before anything loads
+    model = pairs.pop("model", TrainSettings.model)
+    YOLO(model).train(**pairs)
+    return 0
+
+
+def _val(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.api import YOLO
+
+    _no_positional("val", positional)
+    build(ValSettings, pairs)
+    if not pairs.get("model"):
+        raise UsageError("val: model= is required, e.g. model=runs/detect/train/weights/best.pt")
+    YOLO(pairs.pop("model")).val(**pairs)
+    return 0
+
+
+def _predict(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.api import YOLO
+
+    _no_positional("predict", positional)
+    pairs.setdefault("save", "True")  # the CLI's point is the saved pictures
+    build(PredictSettings, pairs)
+    if not pairs.get("model"):
+        raise UsageError("predict: model= is required, e.g. model=runs/detect/train/weights/best.pt")
+    if not pairs.get("source"):
+        raise UsageError("predict: source= is required (an image, folder, video, or 0 for the webcam)")
+    model = YOLO(pairs.pop("model"))
+    for _ in model.predict(pairs.pop("source"), stream=True, **pairs):
+        pass
+    return 0
+
+
+def _export(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.api import YOLO
+
+    _no_positional("export", positional)
+    build(ExportSettings, pairs)
+    if not pairs.get("model"):
+        raise UsageError("export: model= is required, e.g. model=runs/detect/train/weights/best.pt")
+    path = YOLO(pairs.pop("model")).export(**pairs)
+    log.info("Exported %s", path)
+    return 0
+
+
+def _split(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.data.tools import split_dataset
+
+    if len(positional) != 1:
+        raise UsageError("split: give one source folder, e.g. yoloforge split export/ out=dataset val=0.2")
+    opts = _typed(pairs, {"out": str, "val": float, "test": float, "seed": int}, "split")
+    if "out" not in opts:
+        raise UsageError("split: out= is required (a new folder for the split dataset)")
+    config = split_dataset(positional[0], **opts)
+    log.info("Wrote %s; train with: yoloforge train data=%s model=yolov8n.pt", config, config)
+    return 0
+
+
+def _check(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.data.tools import check_dataset
+
+    if positional and "data" not in pairs:
+        pairs["data"] = positional.pop(0)
+    _no_positional("check", positional)
+    opts = _typed(pairs, {"data": str}, "check")
+    if "data" not in opts:
+        raise UsageError("check: data= is required, e.g. data=config.yaml")
+    report = check_dataset(opts["data"])
+    return 0 if report.usable else 1
+
+
+def _convert(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.data.tools import convert_coco, convert_voc
+
+    opts = _typed(pairs, {"out": str}, "convert")
+    if "out" not in opts:
+        raise UsageError("convert: out= is required (a new folder for the YOLO dataset)")
+    if positional[:1] == ["coco"] and len(positional) == 3:
+        config = convert_coco(positional[1], positional[2], opts["out"])
+    elif positional[:1] == ["voc"] and len(positional) == 2:
+        config = convert_voc(positional[1], opts["out"])
+    else:
+        raise UsageError("convert: use 'convert coco JSON IMAGES out=DST' or 'convert voc DIR out=DST'")
+    log.info("Wrote %s", config)
+    return 0
+
+
+def _typed(pairs: dict[str, str], spec: dict[str, type], mode: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs.items():
+        if key not in spec:
+            raise UsageError(f"'{key}' is not a setting of {mode}; valid: {', '.join(spec)}")
+        try:
+            out[key] = spec[key](value)
+        except ValueError:
+            raise UsageError(f"{key}={value!r} is not valid: expected a {spec[key].__name__}") from None
+    return out
+
+
+def _modes() -> dict[str, Mode]:
+    return {
+        "train": Mode(_train, "train a detector", TrainSettings),
+        "val": Mode(_val, "validate a model on a dataset split", ValSettings),
+        "predict": Mode(_predict, "detect objects in images, videos, streams", PredictSettings),
+        "export": Mode(_export, "export to ONNX or TorchScript", ExportSettings),
+        "split": Mode(
+            _split,
+            "split an export into train/val(/test) with a config.yaml",
+            None,
+            "yoloforge split SRC out=DST val=0.2 test=0 seed=0",
+        ),
+        "check": Mode(
+            _check, "check a dataset and name every problem", None, "yoloforge check data=config.yaml"
+        ),
+        "convert": Mode(
+            _convert,
+            "convert COCO json or Pascal VOC to the YOLO layout",
+            None,
+            "yoloforge convert coco JSON IMAGES out=DST | yoloforge convert voc DIR out=DST",
+        ),
+    }
+
+
+def _overview() -> str:
+    lines = ["usage: yoloforge MODE key=value ...", "", "modes:"]
+    lines += [f"  {name:<9} {mode.summary}" for name, mode in _modes().items()]
+    lines += [
+        "",
+        "yoloforge MODE --help lists every setting of a mode with its default.",
+        "example: yoloforge train data=config.yaml model=yolov8n.pt epochs=3 imgsz=640",
+    ]
+    return "\n".join(lines)
+
+
+def _mode_help(name: str, mode: Mode) -> str:
+    if mode.settings is None:
+        return f"usage: {mode.usage}\n\n{mode.summary}"
+    head = [f"usage: yoloforge {name} key=value ...", "", f"{mode.summary}. Settings (default, meaning):"]
+    return "\n".join(head + help_lines(mode.settings))

@@ -1,0 +1,109 @@
+"""From what the user passes as ``model`` to a ready torch module and its class names.
+
+- ``yolov8n.yaml`` / ``yolov8n`` / ``yolo11s``: build an untrained model (80 classes);
+- a ``.pt`` file: one of our checkpoints (loaded with ``weights_only=True``), or a detection
+  checkpoint written by ultralytics (read by the restricted importer in ``model.weights``,
+  never running pickled code);
+- a published name (``yolov8n.pt``) that is not on disk: fetched from the official release.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from yoloforge.checkpoint import Checkpoint, is_ours, load_checkpoint, read_plain
+from yoloforge.model.weights import load_foreign_checkpoint
+from yoloforge.model.zoo import build_model, parse_model_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NC = 80
+
+
+class ModelSourceError(ValueError):
+    """``model=`` names nothing we can build or load; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # DetectionModel, float32, eval mode, on the CPU
+    family: str
+    size: str
+    names: list[str]
+    path: Path | None = None  # the checkpoint file, None when built from a name
+    checkpoint: Checkpoint | None = None  # ours, when the file is ours
+    pretrained: dict[str, torch.Tensor] | None = None  # weights in our key names (for fine-tuning)
+    train_args: dict | None = None  # settings of the run that wrote the file
+
+
+def weights_dir() -> Path:
+    """Where published weights are downloaded: $YOLOFORGE_WEIGHTS_DIR or ~/.cache/yoloforge/weights."""
+    env = os.environ.get("YOLOFORGE_WEIGHTS_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "yoloforge" / "weights"
+
+
+def load_model(spec: str | Path) -> LoadedModel:
+    spec_str = str(spec)
+    path = Path(spec_str)
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml", "") and not path.is_file():
+        family, size = _parse(spec_str)
+        model = build_model(family, size, nc=DEFAULT_NC).eval()
+        return LoadedModel(model, family, size, [str(i) for i in range(DEFAULT_NC)])
+    if suffix != ".pt":
+        raise ModelSourceError(
+            f"model={spec_str}: unsupported file type '{suffix}'; use a .pt checkpoint, a model name "
+            "like yolov8n.yaml, or an exported .onnx/.torchscript file for prediction"
+        )
+    return _load_pt(_find_weights(path))
+
+
+def _parse(spec: str) -> tuple[str, str]:
+    try:
+        return parse_model_name(spec)
+    except ValueError as e:
+        raise ModelSourceError(f"model={spec}: {e}") from None
+
+
+def _find_weights(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if path.parent != Path("."):  # an explicit path that does not exist
+        raise ModelSourceError(f"model={path}: file not found")
+    cached = weights_dir() / path.name
+    if cached.is_file():
+        return cached
+    _parse(path.name)  # a published name, or a clear error
+    from yoloforge.model.weights import fetch_published
+
+    return fetch_published(path.name, weights_dir())
+
+
+def _load_pt(path: Path) -> LoadedModel:
+    plain = read_plain(path)
+    if is_ours(plain):
+        ckpt = load_checkpoint(path)
+        model = build_model(ckpt.family, ckpt.size, nc=ckpt.nc)
+        state = {k: v.float() for k, v in ckpt.model.items()}
+        model.load_state_dict(state)
+        return LoadedModel(
+            model.eval(), ckpt.family, ckpt.size, list(ckpt.names), path, ckpt, state, dict(ckpt.train_args)
+        )
+    foreign = load_foreign_checkpoint(path)
+    model = build_model(foreign.family, foreign.size, nc=foreign.nc)
+    model.load_state_dict(foreign.state_dict)
+    return LoadedModel(
+        model.eval(),
+        foreign.family,
+        foreign.size,
+        list(foreign.names),
+        path,
+        None,
+        foreign.state_dict,
+        dict(foreign.train_args or {}),
+    )

@@ -1,0 +1,63 @@
+"""results.csv: one row per epoch, with the column names users' tools and tutorials read."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+COLUMNS = (
+    "epoch",
+    "time",
+    "train/box_loss",
+    "train/cls_loss",
+    "train/dfl_loss",
+    "metrics/precision(B)",
+    "metrics/recall(B)",
+    "metrics/mAP50(B)",
+    "metrics/mAP50-95(B)",
+    "val/box_loss",
+    "val/cls_loss",
+    "val/dfl_loss",
+    "lr/pg0",
+    "lr/pg1",
+    "lr/pg2",
+)
+
+
+def read_rows(path: str | Path) -> list[dict[str, float]]:
+    """Rows of an existing results.csv (empty when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [
+            {k.strip(): float(v) for k, v in row.items() if k and v not in (None, "")}
+            for row in csv.DictReader(f)
+        ]
+
+
+def write_rows(path: str | Path, rows: list[dict[str, float]]) -> None:
+    """Write every row atomically, so a crash never leaves half a line for a later resume to trip on."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_fmt(k, row.get(k, float("nan"))) for k in COLUMNS])
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fmt(key: str, value: float) -> str:
+    if key == "epoch":
+        return str(int(value))
+    if key == "time":
+        return f"{value:.3f}"
+    return f"{value:.6g}"
