@@ -19,17 +19,29 @@ def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_image(path: str | Path) -> np.ndarray:
+_REDUCED_FLAGS = {  # decode at 1/n of the size
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB.
 
     OpenCV's IMREAD_COLOR applies the EXIF orientation and converts grayscale, RGBA and
     16-bit images to 8-bit, 3 channels. Reading the bytes first keeps non-ASCII paths working.
+    ``reduce`` (1, 2, 4 or 8) decodes at about 1/reduce of the size; JPEGs are then scaled
+    while decoding, several times faster than decoding in full and resizing (training loaders).
     """
+    if reduce not in _REDUCED_FLAGS:
+        raise ValueError(f"reduce={reduce} must be 1, 2, 4 or 8")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, _REDUCED_FLAGS[reduce]) if data.size else None
     if image is None:
         raise ImageReadError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
