@@ -6,6 +6,8 @@ mAP follows pycocotools' COCOeval (bbox, area "all", no crowd boxes) exactly:
   IoU >= t, at t = 0.50, 0.55, ..., 0.95 (on equal IoUs the later GT wins, as in COCOeval);
 - per class, all detections sorted by score (stable: image order, then order within the image),
   precision made monotone from the right and sampled at 101 recall points with searchsorted;
+  (COCOeval's image order is sorted image ids, ours the order images were processed: equal
+  scores in different images rank alike when images are processed in id order)
 - classes without GT are left out of every mean.
 
 P, R and F1 are read at IoU 0.5 as functions of the confidence threshold; the reported P and R
