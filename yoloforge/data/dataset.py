@@ -1,0 +1,229 @@
+"""Datasets that turn checked ``ImageRecord``s into ``Sample``s for training and validation.
+
+``TrainDataset`` augments (``augment.py``); every sample is a pure function of
+(seed, epoch, index), so runs repeat whatever the number of loader workers. Indexing with a
+``SampleKey`` (what ``loader.EpochSampler`` yields) carries the epoch and the mosaic switch into
+worker processes, persistent ones included; a plain ``int`` means epoch 0 and the dataset's own
+mosaic switch.
+
+``ValDataset`` letterboxes without augmentation, in rectangular batches: images sorted by aspect
+ratio and each batch padded to the smallest stride-multiple shape that holds its images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from yoloforge.data.augment import Labeled, augment, resize_long_side, scaled_boxes, without_mosaic
+from yoloforge.data.images import read_image
+from yoloforge.data.letterbox import letterbox, rect_shape
+from yoloforge.settings import AugmentSettings
+from yoloforge.structures import ImageRecord, Letterbox, Sample
+
+log = logging.getLogger(__name__)
+
+RAM_SAFETY = 0.5  # keep 50% headroom over the estimate: the process needs memory for more than images
+VAL_RECT_PAD = 0.5  # half a stride of margin around rectangular validation batches (as the reference)
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """Which sample to make: image ``index`` in ``epoch``, with or without mosaic."""
+
+    index: int
+    epoch: int = 0
+    mosaic: bool = True
+
+
+def take_fraction(records: Sequence[ImageRecord], fraction: float) -> list[ImageRecord]:
+    """The first ``fraction`` of the records (at least one), as the reference's ``fraction=``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")
+    return list(records[: max(1, round(len(records) * fraction))])
+
+
+# ---------------------------------------------------------------------------------------------
+# RAM cache
+
+
+def resized_shape(shape: tuple[int, int], imgsz: int) -> tuple[int, int]:
+    """(height, width) of an image of ``shape`` after ``resize_long_side`` to imgsz."""
+    h0, w0 = shape
+    r = imgsz / max(h0, w0)
+    return min(imgsz, max(1, round(h0 * r))), min(imgsz, max(1, round(w0 * r)))
+
+
+def read_resized(record: ImageRecord, imgsz: int, shrink_interp: int, fast: bool = False) -> np.ndarray:
+    """Image of ``record`` resized so its long side is imgsz.
+
+    ``fast`` decodes JPEGs at 1/2, 1/4 or 1/8 size when that still leaves the long side at
+    least imgsz (a 640x480 JPEG at imgsz 320 decodes 2.5x faster); training only, so that
+    validation resizes exactly as the reference does.
+    """
+    reduce = 1
+    while fast and reduce < 8 and max(record.shape) / (2 * reduce) >= imgsz:
+        reduce *= 2
+    return resize_long_side(read_image(record.path, reduce), imgsz, shrink_interp)
+
+
+def available_ram() -> int | None:
+    """Bytes of memory available to new allocations, or None when the system does not say."""
+    try:
+        import psutil  # optional: not a dependency
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_ram_cache(records: Sequence[ImageRecord], imgsz: int, prefix: str) -> int:
+    """Estimate the bytes ``cache_ram`` needs, log them, raise MemoryError when they do not fit."""
+    needed = sum(h * w * 3 for h, w in (resized_shape(r.shape, imgsz) for r in records))
+    available = available_ram()
+    if available is not None and needed * (1 + RAM_SAFETY) > available:
+        raise MemoryError(
+            f"{prefix}cache=ram needs {needed / 1e9:.1f}GB (+{RAM_SAFETY:.0%} headroom) but only "
+            f"{available / 1e9:.1f}GB RAM is available; train with cache=False or a smaller imgsz"
+        )
+    log.info("%sCaching images (%.1fGB RAM)", prefix, needed / 1e9)
+    return needed
+
+
+def cache_images(
+    records: Sequence[ImageRecord], imgsz: int, shrink_interp: int, prefix: str, fast: bool = False
+) -> list[np.ndarray]:
+    """Decode and resize every image once, in threads (OpenCV releases the GIL)."""
+    check_ram_cache(records, imgsz, prefix)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda r: read_resized(r, imgsz, shrink_interp, fast), records))
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+class TrainDataset(Dataset):
+    """Augmented training samples, imgsz x imgsz."""
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        imgsz: int,
+        augment: AugmentSettings,
+        seed: int = 0,
+        cache_ram: bool = False,
+        fraction: float = 1.0,
+    ) -> None:
+        if not records:
+            raise ValueError("TrainDataset: no images to train on")
+        self.records = take_fraction(records, fraction)
+        self.imgsz = imgsz
+        self.settings = augment
+        self.seed = seed
+        self.mosaic = augment.mosaic > 0  # switched off by close_mosaic()
+        self.images = (
+            cache_images(self.records, imgsz, cv2.INTER_LINEAR, "train: ", fast=True) if cache_ram else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def close_mosaic(self) -> None:
+        """Mosaic and mixup off from now on, in this process. With a loader, call the loader's
+        ``close_mosaic()``: its sampler carries the switch to the worker processes."""
+        self.mosaic = False
+
+    def load(self, index: int) -> Labeled:
+        """Image ``index`` resized so its long side is imgsz, with its boxes in pixels."""
+        record = self.records[index]
+        if self.images is not None:
+            image = self.images[index]
+        else:
+            image = read_resized(record, self.imgsz, cv2.INTER_LINEAR, fast=True)
+        boxes = scaled_boxes(record.boxes_cxcywhn, image.shape[:2])
+        return Labeled(image, record.classes.astype(np.int64), boxes)
+
+    def __getitem__(self, key: int | SampleKey) -> Sample:
+        if not isinstance(key, SampleKey):
+            key = SampleKey(int(key), 0, self.mosaic)
+        rng = np.random.default_rng((self.seed, key.epoch, key.index))
+        settings = self.settings if key.mosaic else without_mosaic(self.settings)
+        item = augment(self.load, key.index, len(self), self.imgsz, settings, rng)
+        h, w = item.image.shape[:2]
+        return Sample(
+            image=item.image,
+            classes=item.classes,
+            boxes_xyxy=item.boxes_xyxy,
+            path=self.records[key.index].path,
+            letterbox=Letterbox(gain=1.0, pad=(0.0, 0.0), orig_shape=(h, w)),  # augmented: no way back
+        )
+
+
+class ValDataset(Dataset):
+    """Letterboxed validation samples; with ``rect``, in rectangular batches of ``batch_size``.
+
+    With ``rect`` the records are reordered by aspect ratio (``self.records`` is that order), so
+    a loader must read them in order, ``batch_size`` at a time (``loader.build_val_loader``).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        imgsz: int,
+        batch_size: int,
+        stride: int = 32,
+        rect: bool = True,
+        cache_ram: bool = False,
+    ) -> None:
+        self.imgsz, self.batch_size, self.stride, self.rect = imgsz, batch_size, stride, rect
+        aspects = np.array([r.shape[0] / r.shape[1] for r in records])  # h / w
+        order = np.argsort(aspects, kind="stable") if rect else np.arange(len(records))
+        self.records = [records[i] for i in order]
+        self.batch_shapes = self._batch_shapes(aspects[order]) if rect else []
+        self.images = cache_images(self.records, imgsz, cv2.INTER_AREA, "val: ") if cache_ram else None
+
+    def _batch_shapes(self, sorted_aspects: np.ndarray) -> list[tuple[int, int]]:
+        """(height, width) per batch: wide batches keep the width at imgsz, tall ones the height."""
+        shapes = []
+        for start in range(0, len(sorted_aspects), self.batch_size):
+            chunk = sorted_aspects[start : start + self.batch_size]
+            lo, hi = float(chunk.min()), float(chunk.max())
+            aspect = hi if hi < 1 else lo if lo > 1 else 1.0
+            shapes.append(rect_shape(aspect, self.imgsz, self.stride, VAL_RECT_PAD))
+        return shapes
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def input_shape(self, index: int) -> tuple[int, int]:
+        """(height, width) of the network input for image ``index``."""
+        return self.batch_shapes[index // self.batch_size] if self.rect else (self.imgsz, self.imgsz)
+
+    def __getitem__(self, index: int) -> Sample:
+        record = self.records[index]
+        if self.images is not None:
+            image = self.images[index]
+        else:
+            image = read_resized(record, self.imgsz, cv2.INTER_AREA)
+        resize_gain = max(image.shape[:2]) / max(record.shape)
+        image, lb = letterbox(image, self.input_shape(index), scaleup=False)
+        lb = Letterbox(gain=resize_gain * lb.gain, pad=lb.pad, orig_shape=record.shape)
+        boxes = scaled_boxes(record.boxes_cxcywhn, record.shape) * np.float32(lb.gain)
+        boxes += np.array([*lb.pad, *lb.pad], dtype=np.float32)
+        return Sample(image, record.classes.astype(np.int64), boxes, record.path, lb)

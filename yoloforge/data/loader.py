@@ -1,0 +1,177 @@
+"""Loaders: collate samples into a ``Batch``, shuffle by (seed, epoch), run augmentation in workers.
+
+Workers run on every device, CPU included, so augmentation overlaps the training step. The
+training order and the mosaic switch live in ``EpochSampler``, which runs in the main process and
+hands each worker a ``SampleKey(index, epoch, mosaic)``; call ``TrainLoader.set_epoch(epoch)``
+(and ``close_mosaic()`` for the last epochs) before iterating and the change reaches persistent
+workers at once. Augmentation randomness comes from (seed, epoch, index), not from the worker, so a
+run repeats with any number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from yoloforge.data.dataset import SampleKey, TrainDataset, ValDataset
+from yoloforge.structures import Batch, Sample
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Stack same-sized samples: images (B, 3, H, W) uint8, targets flat and tied by ``batch_idx``."""
+    if not samples:
+        raise ValueError("collate: no samples")
+    h, w = samples[0].image.shape[:2]
+    images = np.empty((len(samples), 3, h, w), dtype=np.uint8)
+    for i, s in enumerate(samples):
+        images[i] = s.image.transpose(2, 0, 1)  # HWC -> CHW, one copy
+    counts = [len(s.classes) for s in samples]
+    return Batch(
+        images=torch.from_numpy(images),
+        classes=torch.from_numpy(np.concatenate([s.classes for s in samples]).astype(np.int64)),
+        boxes_xyxy=torch.from_numpy(
+            np.concatenate([s.boxes_xyxy.reshape(-1, 4) for s in samples]).astype(np.float32)
+        ),
+        batch_idx=torch.from_numpy(np.repeat(np.arange(len(samples), dtype=np.int64), counts)),
+        paths=[s.path for s in samples],
+        letterboxes=[s.letterbox for s in samples],
+    )
+
+
+class EpochSampler(Sampler[SampleKey]):
+    """Yields ``SampleKey``s in an order that depends only on (seed, epoch).
+
+    Two seeds give two orders, one seed the same order every run, each epoch a new one. With
+    ``world_size`` > 1 each rank takes every world_size-th key of the shared order (the order is
+    wrapped around so every rank gets the same number).
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.mosaic = True
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> np.ndarray:
+        """(len(self),) image indices of this rank for the current epoch."""
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.size)
+        else:
+            order = np.arange(self.size)
+        total = len(self) * self.world_size
+        order = np.resize(order, total)  # wraps around when size is not a multiple of world_size
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        epoch, mosaic = self.epoch, self.mosaic  # read once: the whole epoch sees the same values
+        return iter([SampleKey(int(i), epoch, mosaic) for i in self.order()])
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks / container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, batch: int) -> int:
+    """Worker processes to use: as requested, capped by the usable CPUs and the batch size."""
+    return max(0, min(requested, usable_cpus(), batch))
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """How to share the CPU between the training step and the loader workers."""
+
+    workers: int  # loader worker processes
+    torch_threads: int  # intra-op threads for the main (training) process
+
+
+def plan_cpu(device: torch.device | str, requested_workers: int, batch: int) -> CpuPlan:
+    """Workers and torch threads for training on ``device``.
+
+    On CUDA the step runs on the GPU: torch keeps its default threads. On CPU, the step keeps one
+    thread per usable CPU and the workers (single-threaded, mostly idle once their prefetch queue
+    is full) share those CPUs; measured with benchmarks/bench_loader.py (see its docstring).
+    """
+    workers = loader_workers(requested_workers, batch)
+    if torch.device(device).type == "cuda":
+        return CpuPlan(workers, torch.get_num_threads())
+    return CpuPlan(workers, usable_cpus())
+
+
+def init_worker(worker_id: int) -> None:
+    """Each worker is single-threaded: parallelism comes from the workers, not inside them."""
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+
+
+class TrainLoader:
+    """Batches of a ``TrainDataset``. Call ``set_epoch(e)`` before iterating each epoch."""
+
+    def __init__(self, dataset: TrainDataset, sampler: EpochSampler, loader: DataLoader) -> None:
+        self.dataset, self.sampler, self.loader = dataset, sampler, loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def close_mosaic(self) -> None:
+        """Mosaic and mixup off from the next ``iter()`` on, in every worker."""
+        self.sampler.mosaic = False
+        self.dataset.close_mosaic()
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _loader_kwargs(workers: int, device: torch.device | str) -> dict:
+    kwargs: dict = dict(
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    if workers > 0:
+        kwargs.update(persistent_workers=True, worker_init_fn=init_worker, prefetch_factor=2)
+    return kwargs
+
+
+def build_train_loader(
+    dataset: TrainDataset,
+    batch: int,
+    workers: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainLoader:
+    """A shuffled, epoch-aware loader; ``workers`` is capped by ``loader_workers``."""
+    sampler = EpochSampler(len(dataset), seed, shuffle=True, rank=rank, world_size=world_size)
+    sampler.mosaic = dataset.mosaic
+    kwargs = _loader_kwargs(loader_workers(workers, batch), device)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **kwargs)
+    return TrainLoader(dataset, sampler, loader)
+
+
+def build_val_loader(dataset: ValDataset, workers: int, device: torch.device | str = "cpu") -> DataLoader:
+    """Reads ``dataset`` in its (aspect-sorted) order, ``dataset.batch_size`` images per batch."""
+    kwargs = _loader_kwargs(loader_workers(workers, dataset.batch_size), device)
+    return DataLoader(dataset, batch_size=dataset.batch_size, shuffle=False, drop_last=False, **kwargs)
