@@ -33,7 +33,7 @@ def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[
     return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
 
 
-def _save(fig: Figure, path: str | Path, dpi: int = 200) -> Path:
+def _save(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -116,7 +116,7 @@ def plot_confusion_matrix(
         ax.set_xticks(range(n), labels, rotation=90)
         ax.set_yticks(range(n), labels)
     ax.set(xlabel="True", ylabel="Predicted", title="Confusion Matrix" + (" Normalized" if normalize else ""))
-    return _save(fig, path, dpi=150)
+    return _save(fig, path)
 
 
 def read_results_csv(csv_path: str | Path) -> dict[str, np.ndarray]:
@@ -170,7 +170,7 @@ def plot_labels(
     for ax, columns, xlabel, ylabel in ((axes[2], [0, 1], "x", "y"), (axes[3], [2, 3], "width", "height")):
         ax.hist2d(*boxes[:, columns].T, bins=50, range=((0, 1), (0, 1)), cmap="Blues", cmin=1)
         ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1))
-    return _save(fig, path, dpi=150)
+    return _save(fig, path)
 
 
 def _class_histogram(ax, classes: np.ndarray, names: Sequence[str]) -> None:
