@@ -237,14 +237,17 @@ def match_boxes(
     a_xyxy: Array, a_classes: Array, b_xyxy: Array, b_classes: Array, min_iou: float = 0.5
 ) -> BoxMatch:
     """Pair boxes of ``a`` (N, 4) with boxes of ``b`` (M, 4), same pixel frame, same class only,
-    greedily by IoU; pairs below ``min_iou`` are not made.
+    greedily by IoU; pairs below ``min_iou`` are not made. Identical boxes count as IoU 1, also
+    when clipping to the image left them with no area.
 
     E.g. recall on ground truth: ``len(m.pairs) / len(gt)`` with
     ``m = match_boxes(r.boxes.xyxy, r.boxes.cls, gt_xyxy, gt_classes)``.
     """
     a_box, b_box = torch.as_tensor(a_xyxy).float().cpu(), torch.as_tensor(b_xyxy).float().cpu()
     a_cls, b_cls = torch.as_tensor(a_classes).long().cpu(), torch.as_tensor(b_classes).long().cpu()
-    iou = box_iou(a_box.reshape(-1, 4), b_box.reshape(-1, 4))  # (N, M)
+    a_box, b_box = a_box.reshape(-1, 4), b_box.reshape(-1, 4)
+    iou = box_iou(a_box, b_box)  # (N, M)
+    iou[(a_box[:, None] == b_box[None]).all(-1)] = 1.0  # identical boxes match, even zero-area ones
     iou[a_cls[:, None] != b_cls[None, :]] = -1.0
     pairs: list[tuple[int, int, float]] = []
     free_a, free_b = set(range(len(a_box))), set(range(len(b_box)))
