@@ -59,7 +59,8 @@ def check_dataset(data: str | Path, progress: bool = True) -> CheckReport:
     }
     report = CheckReport(config, splits, _unusable_reasons(splits))
     n_errors = sum(p.severity == "error" for p in report.problems)
-    counts = f"{len(report.problems)} problems ({n_errors} images skipped)"
+    n = len(report.problems)
+    counts = f"{n} problem{'s' * (n != 1)} ({n_errors} image{'s' * (n_errors != 1)} skipped)"
     if report.usable:
         log.info(f"{config.yaml_file}: usable, {counts}")
     else:
