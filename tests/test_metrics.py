@@ -182,8 +182,11 @@ def test_no_ground_truth_at_all_gives_zeros():
 
 def test_evaluator_rejects_bad_class_ids_and_resets():
     ev = DetectionEvaluator(2, confusion=ConfusionMatrix(2))
-    with pytest.raises(ValueError, match="0..1"):
+    with pytest.raises(ValueError, match="GT class ids must be in 0..1"):
         ev.process(Detections.empty(), np.zeros((1, 4)), np.array([2]))
+    dets = Detections(torch.zeros((1, 4)), torch.ones(1), torch.tensor([5]))
+    with pytest.raises(ValueError, match="detection class ids must be in 0..1, got \\[5\\]"):
+        ev.process(dets, np.zeros((0, 4)), np.zeros(0, np.int64))
     ev.process(Detections.empty(), np.array([[0.0, 0, 5, 5]]), np.array([1]))
     assert len(ev.results) == 1 and ev.confusion.matrix.sum() == 1
     ev.reset()

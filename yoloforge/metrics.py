@@ -4,11 +4,11 @@ mAP follows pycocotools' COCOeval (bbox, area "all", no crowd boxes) exactly:
 - per image and class, at most ``max_det`` detections (the highest scores; stable order on ties);
 - detections in descending score order each take the still-unmatched ground truth (GT) of highest
   IoU >= t, at t = 0.50, 0.55, ..., 0.95 (on equal IoUs the later GT wins, as in COCOeval);
-- per class, all detections sorted by score (stable: image order, then order within the image),
+- per class, all detections sorted by score, stably: equal scores keep image order, then their
+  order within the image (image order is the processing order here, sorted image ids in COCOeval);
   precision made monotone from the right and sampled at 101 recall points with searchsorted;
-  (COCOeval's image order is sorted image ids, ours the order images were processed: equal
-  scores in different images rank alike when images are processed in id order)
 - classes without GT are left out of every mean.
+Boxes are expected well formed (x2 >= x1, y2 >= y1), as NMS gives them.
 
 P, R and F1 are read at IoU 0.5 as functions of the confidence threshold; the reported P and R
 are taken at the confidence that maximises the (lightly smoothed) mean F1 over classes.
@@ -348,8 +348,10 @@ class DetectionEvaluator:
         classes = _np(detections.classes, np.int64)
         gt_boxes = _np(gt_boxes_xyxy, np.float64).reshape(-1, 4)
         gt_cls = _np(gt_classes, np.int64)
-        if len(gt_cls) and (gt_cls.min() < 0 or gt_cls.max() >= self.nc):
-            raise ValueError(f"GT class ids must be in 0..{self.nc - 1}, got {sorted(set(gt_cls.tolist()))}")
+        for what, ids in (("GT", gt_cls), ("detection", classes)):
+            if len(ids) and (ids.min() < 0 or ids.max() >= self.nc):
+                got = sorted(set(ids.tolist()))
+                raise ValueError(f"{what} class ids must be in 0..{self.nc - 1}, got {got}")
         self.results.append(match_image(boxes, scores, classes, gt_boxes, gt_cls, self.max_det))
         if self.confusion is not None:
             self.confusion.process(boxes, scores, classes, gt_boxes, gt_cls)
