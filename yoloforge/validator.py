@@ -90,12 +90,18 @@ def for_display(detections: Detections) -> Detections:
     return Detections(detections.boxes_xyxy[keep], detections.scores[keep], detections.classes[keep])
 
 
+def _input_dtype(model: torch.nn.Module) -> torch.dtype:
+    """float16 for a model converted to half, else float32 (autocast handles half=True)."""
+    first = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    return torch.float16 if first is not None and first.dtype == torch.float16 else torch.float32
+
+
 def _to_original(letterbox: Letterbox | None, boxes_xyxy: torch.Tensor) -> torch.Tensor:
     return boxes_xyxy if letterbox is None else letterbox.to_original(boxes_xyxy)
 
 
 class Validator:
-    """Measures a detector on a loader of ``Batch`` es (see module docstring for the model contract).
+    """Measures a detector on a loader of ``Batch`` objects (the model contract: module docstring).
 
     ``names`` (list or dict by class id) sets the class count. ``criterion``: the trainer's
     DetectionLoss, called as ``criterion(feats, batch).parts`` for validation losses.
@@ -170,7 +176,7 @@ class Validator:
         """Detections in input and in original pixels, and the (3,) loss parts (None without criterion)."""
         with timer("preprocess"):
             on_device = batch.to(device, non_blocking=True)
-            images = on_device.images.float() / 255  # (B, 3, H, W) in [0, 1]
+            images = on_device.images.to(_input_dtype(model)) / 255  # (B, 3, H, W) in [0, 1]
         amp = torch.autocast(device.type, dtype=torch.float16, enabled=self.half and device.type == "cuda")
         with timer("inference"), amp:
             feats, preds = self._infer(model, images)
