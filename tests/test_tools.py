@@ -138,6 +138,21 @@ def test_split_input_errors(export: Path, tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
+def test_check_names_label_files_without_an_image(tmp_path: Path, write_image, yoloforge_home):
+    # train and val listed by .txt files share one images and one labels folder
+    for name in ("a", "b"):
+        write_image(tmp_path / "images" / f"{name}.jpg")
+        (tmp_path / "labels").mkdir(exist_ok=True)
+        (tmp_path / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "A_typo.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "train.txt").write_text("images/a.jpg\n")
+    (tmp_path / "val.txt").write_text("images/b.jpg\n")
+    (tmp_path / "data.yaml").write_text("train: train.txt\nval: val.txt\nnames: [a]\n")
+    report = check_dataset(tmp_path / "data.yaml", progress=False)
+    assert report.usable
+    assert [Path(p.path).name for p in report.problems] == ["A_typo.txt"]
+
+
 def test_check_says_unusable_when_train_has_no_objects(tmp_path: Path, write_image, yoloforge_home):
     for split in ("train", "val"):
         write_image(tmp_path / "images" / split / "a.jpg")

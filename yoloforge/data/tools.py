@@ -35,6 +35,7 @@ class CheckReport:
     config: DataConfig
     splits: dict[str, ScanResult]
     reasons: list[str] = field(default_factory=list)  # why the data cannot train; empty when usable
+    orphans: list[Problem] = field(default_factory=list)  # label files that belong to no image
 
     @property
     def usable(self) -> bool:
@@ -42,7 +43,7 @@ class CheckReport:
 
     @property
     def problems(self) -> list[Problem]:
-        return [p for result in self.splits.values() for p in result.problems]
+        return [p for result in self.splits.values() for p in result.problems] + self.orphans
 
 
 def check_dataset(data: str | Path, progress: bool = True) -> CheckReport:
@@ -57,7 +58,9 @@ def check_dataset(data: str | Path, progress: bool = True) -> CheckReport:
         for split in ("train", "val", "test")
         if getattr(config, split) is not None
     }
-    report = CheckReport(config, splits, _unusable_reasons(splits))
+    report = CheckReport(config, splits, _unusable_reasons(splits), _orphans_of(config))
+    for problem in report.orphans:
+        log.warning(str(problem))
     n_errors = sum(p.severity == "error" for p in report.problems)
     n = len(report.problems)
     counts = f"{n} problem{'s' * (n != 1)} ({n_errors} image{'s' * (n_errors != 1)} skipped)"
@@ -66,6 +69,21 @@ def check_dataset(data: str | Path, progress: bool = True) -> CheckReport:
     else:
         log.error(f"{config.yaml_file}: not usable: {'; '.join(report.reasons)} ({counts})")
     return report
+
+
+def _orphans_of(config: DataConfig) -> list[Problem]:
+    """Label files in the labels folders of the config's images that belong to none of them.
+
+    All splits together: splits listed by .txt files often share one labels folder. Folders that
+    hold images too (labels next to images) are left out: their other .txt files may be anything.
+    """
+    images = [p for split in (config.train, config.val, config.test or []) for p in split]
+    expected = {image_to_label_path(p) for p in images}
+    folders = {p.parent for p in expected} - {p.parent for p in images}
+    orphans = sorted(p for folder in folders for p in folder.glob("*.txt") if p not in expected)
+    return [
+        Problem(str(p), "label file without an image (is its image misnamed?)", "warning") for p in orphans
+    ]
 
 
 def _unusable_reasons(splits: dict[str, ScanResult]) -> list[str]:
