@@ -40,6 +40,8 @@ MAX_OVERLAP_IOU = 0.15
 
 @dataclass(frozen=True)
 class Shape:
+    """One drawn object: its class and outline."""
+
     cls: int
     polygon_xy: np.ndarray  # (K, 2) float pixels; a circle is a fine polygon
 
@@ -101,7 +103,8 @@ def generate_shapes(out: Path, n_train: int, n_val: int, seed: int = 0) -> None:
             image_rgb, shapes = draw_image(rng)
             stem = f"{i:05d}"
             ok, jpg = cv2.imencode(".jpg", image_rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-            assert ok, "OpenCV failed to encode a JPEG"
+            if not ok:
+                raise OSError("OpenCV failed to encode a JPEG (is its JPEG codec missing?)")
             jpg.tofile(str(out / "images" / split / f"{stem}.jpg"))
             if shapes:
                 h, w = image_rgb.shape[:2]
@@ -113,11 +116,8 @@ def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[Shape]]:
     """One (H, W, 3) uint8 RGB image and the shapes drawn on it (later shapes on top)."""
     long_side = int(rng.integers(256, 321))
     aspect = float(rng.uniform(0.75, 1.0))
-    h, w = (
-        (long_side, round(long_side * aspect))
-        if rng.random() < 0.5
-        else (round(long_side * aspect), long_side)
-    )
+    short_side = round(long_side * aspect)
+    h, w = (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
     image = _background(rng, h, w)  # uint8: OpenCV anti-aliases only 8-bit images
     shapes: list[Shape] = []
     n_objects = 0 if rng.random() < BACKGROUND_FRACTION else int(rng.integers(1, MAX_OBJECTS + 1))
