@@ -74,7 +74,7 @@ class DetectionModel(nn.Module):
         """(B, 3, H, W) -> [P3, P4, P5], each (B, 4 * reg_max + nc, H/s, W/s) for s = 8, 16, 32:
         box distribution logits first, then class logits. What the loss consumes."""
         h, w = images.shape[-2:]
-        if h % 32 or w % 32:
+        if not _tracing() and (h % 32 or w % 32):
             raise ValueError(f"input size {h}x{w}: height and width must be multiples of 32")
         p3, p4, p5 = self.backbone(images)
         return self.head(list(self.neck(p3, p4, p5)))
@@ -100,7 +100,7 @@ class DetectionModel(nn.Module):
         Recomputed while tracing for export, so that exported graphs keep dynamic shapes."""
         shapes = tuple(tuple(f.shape[-2:]) for f in feats)
         key = (shapes, feats[0].device, feats[0].dtype)
-        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        tracing = _tracing()
         if tracing or self._anchor_cache is None or self._anchor_cache[0] != key:
             points, strides = make_anchors(
                 [f.shape[-2:] for f in feats], list(STRIDES), device=feats[0].device, dtype=feats[0].dtype
@@ -124,3 +124,13 @@ class DetectionModel(nn.Module):
     def layer_table(self) -> str:
         """One row per numbered block: idx, from, n, params, module, arguments."""
         return layer_table(self)
+
+
+def _tracing() -> bool:
+    """True while the model is being traced, compiled or exported (shapes may be symbolic)."""
+    compiler = getattr(torch, "compiler", None)
+    return (
+        torch.jit.is_tracing()
+        or bool(compiler and getattr(compiler, "is_compiling", lambda: False)())
+        or bool(compiler and getattr(compiler, "is_exporting", lambda: False)())
+    )

@@ -89,6 +89,7 @@ class C2f(nn.Module):
         self.hidden = int(out_ch * expand)
         self.expand = expand
         self.repeats = n
+        self.shortcut = shortcut
         self.split_conv = ConvBnAct(in_ch, 2 * self.hidden)
         self.merge_conv = ConvBnAct((2 + n) * self.hidden, out_ch)
         self.inner = nn.ModuleList(self._inner_block(shortcut) for _ in range(n))
@@ -103,7 +104,8 @@ class C2f(nn.Module):
         return self.merge_conv(torch.cat(parts, 1))
 
     def extra_repr(self) -> str:
-        return f"{self.split_conv.conv.in_channels}, {self.merge_conv.conv.out_channels}, n={self.repeats}"
+        c_in, c_out = self.split_conv.conv.in_channels, self.merge_conv.conv.out_channels
+        return f"{c_in}, {c_out}, n={self.repeats}, shortcut={self.shortcut}"
 
 
 class C3k(nn.Module):
