@@ -27,8 +27,11 @@ RESULTS_COLUMNS = (  # results.png, row by row: what the tutorial reads
 )
 
 
-def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(width, height), tight_layout=True)
+def _figure(
+    width: float, height: float, rows: int = 1, cols: int = 1, tight: bool = True
+) -> tuple[Figure, np.ndarray]:
+    """A figure on its own Agg canvas. ``tight`` fits labels automatically (one extra draw pass)."""
+    fig = Figure(figsize=(width, height), tight_layout=tight)
     FigureCanvasAgg(fig)
     return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
 
@@ -140,7 +143,8 @@ def plot_results(csv_path: str | Path, path: str | Path | None = None) -> Path:
     """results.png next to results.csv: losses and metrics per epoch, each with a smoothed line."""
     data = read_results_csv(csv_path)
     epochs = data.get("epoch")
-    fig, axes = _figure(15, 6, rows=2, cols=5)
+    fig, axes = _figure(15, 6, rows=2, cols=5, tight=False)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.06, top=0.94, wspace=0.25, hspace=0.3)
     for ax, name in zip(axes, [c for row in RESULTS_COLUMNS for c in row], strict=True):
         ax.set_title(name, fontsize=11)
         y = data.get(name)
@@ -164,7 +168,8 @@ def plot_labels(
     """
     classes = np.asarray(classes, dtype=np.int64).reshape(-1)
     boxes = np.asarray(boxes_cxcywhn, dtype=np.float64).reshape(-1, 4)
-    fig, axes = _figure(8, 8, rows=2, cols=2)
+    fig, axes = _figure(8, 8, rows=2, cols=2, tight=False)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.08, top=0.98, wspace=0.25, hspace=0.25)
     _class_histogram(axes[0], classes, names)
     _box_overlay(axes[1], classes, boxes)
     for ax, columns, xlabel, ylabel in ((axes[2], [0, 1], "x", "y"), (axes[3], [2, 3], "width", "height")):
