@@ -232,10 +232,11 @@ def load_foreign_checkpoint(path: str | Path) -> ForeignCheckpoint:
             f"{path}: holds a {model_obj.foreign_class.rsplit('.', 1)[-1]}; only detection models "
             "(YOLOv8 / YOLO11 DetectionModel) can be imported"
         )
-    attrs = model_obj.state
+    attrs = model_obj.state if isinstance(model_obj.state, dict) else {}
     yaml_cfg = attrs.get("yaml") if isinstance(attrs.get("yaml"), dict) else {}
     family, size = _architecture(yaml_cfg, path)
-    nc = int(yaml_cfg.get("nc", attrs.get("nc", 0)))
+    nc = int(yaml_cfg.get("nc", attrs.get("nc", 0)))  # a wrong nc fails the shape check below
+    epoch, best_fitness = ckpt.get("epoch"), ckpt.get("best_fitness")
     return ForeignCheckpoint(
         family=family,
         size=size,
@@ -243,8 +244,8 @@ def load_foreign_checkpoint(path: str | Path) -> ForeignCheckpoint:
         names=_names(attrs.get("names"), nc),
         state_dict=_our_state_dict(module_tensors(model_obj), family, size, nc, path),
         train_args=_plain(_as_dict(ckpt.get("train_args"))),
-        epoch=int(ckpt.get("epoch", -1) if ckpt.get("epoch") is not None else -1),
-        best_fitness=None if ckpt.get("best_fitness") is None else float(ckpt["best_fitness"]),
+        epoch=-1 if epoch is None else int(epoch),
+        best_fitness=None if best_fitness is None else float(best_fitness),
         source=path,
     )
 
