@@ -1,0 +1,507 @@
+"""The trainer: set-up, then epochs of (train, validate, save), then a final validation.
+
+Reading order: ``fit`` is the whole story; each step it calls is a short method below it.
+Side effects other than the run folder (loggers, reports) hang on callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from yoloforge import results_csv
+from yoloforge.callbacks import Callback, fire
+from yoloforge.checkpoint import Checkpoint, save_checkpoint, state_to
+from yoloforge.data.config import DataConfig, DatasetError, load_data_config
+from yoloforge.data.dataset import TrainDataset, ValDataset
+from yoloforge.data.loader import build_train_loader, build_val_loader, plan_cpu
+from yoloforge.data.scan import scan_split
+from yoloforge.device import describe, select_device
+from yoloforge.loss.loss import DetectionLoss
+from yoloforge.model.weights import transfer_state
+from yoloforge.model.zoo import build_model
+from yoloforge.optim import ModelEMA, Schedule, auto_iterations, build_optimizer, optimizer_step
+from yoloforge.runs import next_run_dir
+from yoloforge.settings import TrainSettings, to_flat_dict
+from yoloforge.structures import Batch
+from yoloforge.validator import Validator
+
+log = logging.getLogger(__name__)
+
+BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good weights stay in last.pt."""
+
+
+@dataclass
+class StartingPoint:
+    """Where training starts: an architecture, optional pretrained weights, or a run to resume."""
+
+    family: str
+    size: str
+    source: str  # what the user passed as model=
+    weights: dict[str, torch.Tensor] | None = None  # pretrained, in our key names
+    resume: Checkpoint | None = None
+    resume_dir: Path | None = None  # run folder of the resumed last.pt
+
+
+@dataclass
+class TrainState:
+    """What changes as training runs, and what a resume restores."""
+
+    epoch: int = 0  # next epoch to run (0-based)
+    best_fitness: float | None = None
+    epochs_without_improvement: int = 0
+    rows: list[dict[str, float]] = field(default_factory=list)
+    elapsed: float = 0.0  # seconds of training before this process (resume)
+
+
+class Trainer:
+    def __init__(
+        self,
+        settings: TrainSettings,
+        start: StartingPoint,
+        callbacks: list[Callback] | None = None,
+    ):
+        self.settings = settings
+        self.start = start
+        self.callbacks = list(callbacks or [])
+        # distributed training (torchrun) sets these; one process per GPU, rank 0 writes files
+        self.rank = int(os.environ.get("RANK", "-1"))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.is_main = self.rank in (-1, 0)
+        self.state = TrainState()
+        self.save_dir: Path
+        self.final_metrics = None
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self):
+        """Train, validate every epoch, keep last.pt and best.pt, then validate best.pt."""
+        self._setup()
+        s = self.settings
+        fire(self.callbacks, "on_train_start", self)
+        log.info(
+            "Image sizes %d train, %d val\nUsing %d dataloader workers\nLogging results to %s\n"
+            "Starting training for %d epochs...",
+            s.imgsz,
+            s.imgsz,
+            self.workers,
+            self.save_dir,
+            s.epochs,
+        )
+        t0 = time.time() - self.state.elapsed
+        try:
+            for epoch in range(self.state.epoch, s.epochs):
+                self._maybe_close_mosaic(epoch)
+                train_losses, lrs = self._train_epoch(epoch)
+                final_epoch = epoch + 1 == s.epochs
+                metrics, val_losses = self._validate_epoch(final_epoch)
+                row = self._record(epoch, time.time() - t0, train_losses, metrics, val_losses, lrs)
+                stop = self._after_epoch(epoch, metrics, time.time() - t0)
+                fire(self.callbacks, "on_epoch_end", self, row)
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            self._on_interrupt()
+            raise
+        hours = (time.time() - t0) / 3600
+        done = self.state.epoch - self._first_epoch
+        log.info("\n%d epochs completed in %.3f hours.", done, hours)
+        self._report_weights()
+        self.final_metrics = self._final_validation()
+        fire(self.callbacks, "on_train_end", self)
+        return self.final_metrics
+
+    # ------------------------------------------------------------------------------------------
+    # set-up
+
+    def _setup(self) -> None:
+        s = self.settings
+        self.device = select_device(s.device)
+        self.cpu_plan = plan_cpu(self.device, s.workers, s.batch)
+        torch.set_num_threads(self.cpu_plan.torch_threads)
+        log.info(describe(self.device))
+        _seed_everything(s.seed, s.deterministic)
+        self.save_dir = self.start.resume_dir or next_run_dir(s.project, s.name, s.exist_ok)
+        self.weights_dir = self.save_dir / "weights"
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        flat = to_flat_dict(s)
+        log.info("train: %s", ", ".join(f"{k}={v}" for k, v in flat.items()))
+        self.data: DataConfig = load_data_config(s.data)
+        self.names = list(self.data.names)
+        if s.single_cls:
+            self.names = ["item"]
+        self._build_model()
+        self._build_data()
+        self._build_optimization()
+        if self.start.resume is not None:
+            self._restore(self.start.resume)
+        self._first_epoch = self.state.epoch
+        (self.save_dir / "args.yaml").write_text(yaml.safe_dump(flat, sort_keys=False))
+
+    def _build_model(self) -> None:
+        s, start = self.settings, self.start
+        model = build_model(start.family, start.size, nc=len(self.names))
+        if start.weights is not None and s.pretrained and start.resume is None:
+            done, total = transfer_state(model, start.weights)
+            log.info("Transferred %d/%d items from pretrained weights", done, total)
+        log.info("%s", model.layer_table())
+        log.info("%s", model.summary(imgsz=640))
+        self.frozen = _freeze(model, s.freeze)
+        self.model = model.to(self.device)
+
+    def _build_data(self) -> None:
+        s = self.settings
+        train_records = scan_split(self.data.train, self.data.names, prefix="train").records
+        val_records = scan_split(self.data.val, self.data.names, prefix="val").records
+        if s.single_cls:
+            train_records = [r.as_single_class() for r in train_records]
+            val_records = [r.as_single_class() for r in val_records]
+        if not train_records:
+            raise DatasetError(f"{self.data.yaml_file}: no usable training images (see the problems above)")
+        cache_ram = s.cache == "ram"
+        self.train_set = TrainDataset(
+            train_records,
+            imgsz=s.imgsz,
+            augment=s.augment,
+            seed=s.seed,
+            cache_ram=cache_ram,
+            fraction=s.fraction,
+        )
+        train_records = self.train_set.records
+        self.val_set = ValDataset(val_records, imgsz=s.imgsz, batch_size=s.batch * 2, cache_ram=cache_ram)
+        self.workers = self.cpu_plan.workers
+        self.train_loader = build_train_loader(
+            self.train_set,
+            batch=s.batch,
+            workers=self.workers,
+            seed=s.seed,
+            device=self.device,
+            rank=max(self.rank, 0),
+            world_size=self.world_size,
+        )
+        self.val_loader = build_val_loader(self.val_set, workers=self.workers, device=self.device)
+        if s.plots and self.is_main:
+            from yoloforge.plots import plot_labels
+
+            classes = np.concatenate([r.classes for r in train_records]) if train_records else np.zeros(0)
+            boxes = np.concatenate([r.boxes_cxcywhn for r in train_records]).reshape(-1, 4)
+            path = self.save_dir / "labels.jpg"
+            log.info("Plotting labels to %s... ", path)
+            plot_labels(classes, boxes, self.names, path)
+
+    def _build_optimization(self) -> None:
+        s = self.settings
+        iterations = auto_iterations(len(self.train_set), s.batch, s.optim.nbs, s.epochs)
+        self.optimizer, resolved = build_optimizer(
+            self.model, s.optim, nc=len(self.names), iterations=iterations, batch=s.batch
+        )
+        self.schedule = Schedule.build(s.optim, resolved, s.epochs, len(self.train_loader))
+        self.last_opt_step = -1
+        self.ema = ModelEMA(self.model)
+        self.amp = s.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.criterion = DetectionLoss(
+            nc=len(self.names),
+            reg_max=self.model.reg_max,
+            strides=tuple(int(x) for x in self.model.stride),
+            gains=s.loss,
+        )
+        self.validator = Validator(
+            names=self.names,
+            conf=s.conf,
+            iou=s.iou,
+            max_det=s.max_det,
+            save_dir=self.save_dir,
+            plots=False,
+            verbose=False,
+            criterion=self.criterion,
+        )
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        """Continue the run of ``ckpt``: weights, EMA, optimizer, epoch, best fitness, rows."""
+        self.model.load_state_dict(ckpt.train_model or ckpt.model)
+        self.ema.ema.load_state_dict(ckpt.model)
+        self.ema.updates = ckpt.ema_updates
+        if ckpt.optimizer is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        rows = [
+            r for r in results_csv.read_rows(self.save_dir / "results.csv") if r["epoch"] <= ckpt.epoch + 1
+        ]
+        self.state = TrainState(
+            epoch=ckpt.epoch + 1,
+            best_fitness=ckpt.best_fitness,
+            rows=rows,
+            elapsed=rows[-1]["time"] if rows else 0.0,
+        )
+        log.info(
+            "Resuming training from %s from epoch %d to %d total epochs",
+            self.start.source,
+            ckpt.epoch + 2,
+            self.settings.epochs,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # one epoch
+
+    def _maybe_close_mosaic(self, epoch: int) -> None:
+        """Mosaic off for the last ``close_mosaic`` epochs; runs shorter than that keep it on."""
+        close = self.settings.augment.close_mosaic
+        first_plain = self.settings.epochs - close
+        if close and first_plain >= 0 and epoch >= first_plain and self.train_set.mosaic:
+            log.info("Closing dataloader mosaic")
+            self.train_loader.close_mosaic()
+
+    def _train_epoch(self, epoch: int) -> tuple[torch.Tensor, list[float]]:
+        s, model = self.settings, self.model
+        model.train()
+        _keep_frozen_bn_eval(model, self.frozen)
+        self.train_loader.set_epoch(epoch)
+        nb = len(self.train_loader)
+        self.schedule.start_epoch(self.optimizer, epoch)  # warmup overrides it for its first steps
+        accumulate = self.schedule.accumulate
+        mean_loss = torch.zeros(3)
+        log.info(
+            ("\n" + "%11s" * 7), "Epoch", "GPU_mem", "box_loss", "cls_loss", "dfl_loss", "Instances", "Size"
+        )
+        bar = tqdm(enumerate(self.train_loader), total=nb, bar_format=BAR_FORMAT, disable=not self.is_main)
+        for i, batch in bar:
+            step = i + nb * epoch
+            if step <= self.schedule.warmup_steps:
+                accumulate = self.schedule.warmup(self.optimizer, step, epoch)
+            parts = self._train_step(batch, epoch, i)
+            if step - self.last_opt_step >= accumulate:  # about nbs images per optimizer step
+                optimizer_step(self.optimizer, self.scaler, model, max_norm=10.0)
+                self.ema.update(model)
+                self.last_opt_step = step
+            mean_loss = (mean_loss * i + parts) / (i + 1)
+            if self.is_main:
+                bar.set_description(
+                    ("%11s" * 2 + "%11.4g" * 5)
+                    % (
+                        f"{epoch + 1}/{s.epochs}",
+                        _gpu_mem(self.device),
+                        *mean_loss.tolist(),
+                        batch.classes.shape[0],
+                        batch.images.shape[-1],
+                    )
+                )
+                if s.plots and epoch == self._first_epoch and i < 3:
+                    self._plot_train_batch(batch, i)
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        return mean_loss, lrs
+
+    def _train_step(self, batch: Batch, epoch: int, i: int) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        images = batch.images.float() / 255  # (B, 3, H, W) in [0, 1]
+        with torch.autocast(self.device.type, enabled=self.amp):
+            feats = self.model(images)
+            loss = self.criterion(feats, batch)
+        if not torch.isfinite(loss.total):
+            parts = ", ".join(
+                f"{n}={v:.4g}" for n, v in zip(("box", "cls", "dfl"), loss.parts.tolist(), strict=True)
+            )
+            raise TrainingDiverged(
+                f"Loss became {loss.total.item()} at epoch {epoch + 1}, batch {i + 1} ({parts}). "
+                f"Nothing was saved from this epoch; {self.weights_dir / 'last.pt'} keeps the last good "
+                "weights. Try a lower lr0, amp=False, or check the labels with `yoloforge check`."
+            )
+        self.scaler.scale(loss.total).backward()
+        return loss.parts.detach().cpu()
+
+    def _validate_epoch(self, final_epoch: bool):
+        if not (self.settings.val or final_epoch) or not self.is_main:
+            return None, torch.full((3,), float("nan"))
+        result = self.validator.run(self.ema.ema, self.val_loader, self.device)
+        return result.metrics, result.losses
+
+    def _record(self, epoch, elapsed, train_losses, metrics, val_losses, lrs) -> dict[str, float]:
+        box = metrics.box if metrics is not None else None
+        row = {
+            "epoch": epoch + 1,
+            "time": elapsed,
+            "train/box_loss": float(train_losses[0]),
+            "train/cls_loss": float(train_losses[1]),
+            "train/dfl_loss": float(train_losses[2]),
+            "metrics/precision(B)": box.mp if box else float("nan"),
+            "metrics/recall(B)": box.mr if box else float("nan"),
+            "metrics/mAP50(B)": box.map50 if box else float("nan"),
+            "metrics/mAP50-95(B)": box.map if box else float("nan"),
+            "val/box_loss": float(val_losses[0]),
+            "val/cls_loss": float(val_losses[1]),
+            "val/dfl_loss": float(val_losses[2]),
+            **{f"lr/pg{k}": lr for k, lr in enumerate(lrs)},
+        }
+        self.state.rows = [r for r in self.state.rows if r["epoch"] < epoch + 1] + [row]
+        if self.is_main:
+            results_csv.write_rows(self.save_dir / "results.csv", self.state.rows)
+        return row
+
+    def _after_epoch(self, epoch: int, metrics, elapsed: float) -> bool:
+        """Update best fitness, save last.pt / best.pt; True when training should stop early."""
+        st = self.state
+        fitness = metrics.fitness if metrics is not None else None
+        improved = fitness is not None and (st.best_fitness is None or fitness >= st.best_fitness)
+        if improved:
+            st.best_fitness, st.epochs_without_improvement = fitness, 0
+        elif fitness is not None:
+            st.epochs_without_improvement += 1
+        st.epoch = epoch + 1
+        if self.is_main:
+            self._save(epoch, improved)
+        patience = self.settings.patience
+        if patience > 0 and st.epochs_without_improvement >= patience:
+            log.info(
+                "Stopping training early: no improvement in the last %d epochs (best fitness %.4f). "
+                "Set patience=0 to train all epochs.",
+                patience,
+                st.best_fitness or 0.0,
+            )
+            return True
+        return False
+
+    # ------------------------------------------------------------------------------------------
+    # saving, interruption, the end
+
+    def _checkpoint(self, epoch: int, full: bool) -> Checkpoint:
+        args = to_flat_dict(self.settings)
+        return Checkpoint(
+            family=self.start.family,
+            size=self.start.size,
+            nc=len(self.names),
+            names=self.names,
+            model=state_to(self.ema.ema.state_dict(), None if full else torch.float16),
+            train_model=state_to(self.model.state_dict(), None) if full else None,
+            optimizer=self.optimizer.state_dict() if full else None,
+            ema_updates=int(self.ema.updates),
+            epoch=epoch,
+            best_fitness=self.state.best_fitness,
+            train_args=args,
+        )
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        """last.pt keeps everything a resume needs; best.pt only the weights (fp16 EMA)."""
+        save_checkpoint(self._checkpoint(epoch, full=True), self.weights_dir / "last.pt")
+        if improved:
+            save_checkpoint(self._checkpoint(epoch, full=False), self.weights_dir / "best.pt")
+        period = self.settings.save_period
+        if period > 0 and (epoch + 1) % period == 0:
+            save_checkpoint(self._checkpoint(epoch, full=False), self.weights_dir / f"epoch{epoch + 1}.pt")
+
+    def _on_interrupt(self) -> None:
+        last = self.weights_dir / "last.pt"
+        if self.is_main and not last.exists():
+            save_checkpoint(self._checkpoint(self.state.epoch - 1, full=True), last)
+        log.warning(
+            "\nInterrupted. %s holds the last completed epoch (%d); continue with:\n"
+            "  yoloforge train resume=True model=%s",
+            last,
+            self.state.epoch,
+            last,
+        )
+
+    def _report_weights(self) -> None:
+        for name in ("last.pt", "best.pt"):
+            path = self.weights_dir / name
+            if path.exists():
+                what = "resume state kept" if name == "last.pt" else "optimizer stripped"
+                log.info("Saved %s, %.1fMB (%s)", path, path.stat().st_size / 2**20, what)
+
+    def _final_validation(self):
+        best = self.weights_dir / "best.pt"
+        if not best.exists() or not self.is_main:
+            return None
+        from yoloforge.checkpoint import load_checkpoint
+
+        log.info("\nValidating %s...", best)
+        ckpt = load_checkpoint(best)
+        model = build_model(ckpt.family, ckpt.size, nc=ckpt.nc)
+        model.load_state_dict({k: v.float() for k, v in ckpt.model.items()})
+        model.to(self.device).eval()
+        model.fuse()
+        s = self.settings
+        validator = Validator(
+            names=self.names,
+            conf=s.conf,
+            iou=s.iou,
+            max_det=s.max_det,
+            save_dir=self.save_dir,
+            plots=s.plots,
+            verbose=True,
+            criterion=None,
+        )
+        result = validator.run(model, self.val_loader, self.device)
+        if s.plots:
+            from yoloforge.plots import plot_results
+
+            plot_results(self.save_dir / "results.csv")
+        log.info("Results saved to %s", self.save_dir)
+        return result.metrics
+
+    def _plot_train_batch(self, batch: Batch, i: int) -> None:
+        from yoloforge.draw import save_batch_grid
+
+        save_batch_grid(batch, self.save_dir / f"train_batch{i}.jpg", self.names)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def _freeze(model: torch.nn.Module, n: int) -> list[torch.nn.Module]:
+    """Freeze the first ``n`` numbered blocks (no gradients, BatchNorm statistics kept)."""
+    frozen = list(model.blocks[:n]) if n > 0 else []
+    for block in frozen:
+        for p in block.parameters():
+            p.requires_grad_(False)
+    if frozen:
+        log.info("Freezing the first %d layers", len(frozen))
+    return frozen
+
+
+def _keep_frozen_bn_eval(model: torch.nn.Module, frozen: list[torch.nn.Module]) -> None:
+    for block in frozen:
+        block.eval()
+
+
+def _gpu_mem(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "0G"
+    return f"{torch.cuda.memory_reserved(device) / 1e9:.3g}G"
+
+
+def train_settings_for_resume(ckpt: Checkpoint, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the run being resumed, with the few changes a resume may make."""
+    allowed = {"epochs", "device", "workers", "patience", "batch", "plots", "cache", "val", "save_period"}
+    bad = sorted(set(overrides) - allowed - {"resume", "model", "data"})
+    if bad:
+        raise ValueError(
+            f"resume=True continues the run with its own settings; '{bad[0]}' cannot change "
+            f"(only {', '.join(sorted(allowed))} can). Start a new run instead: drop resume=True."
+        )
+    args = {k: v for k, v in ckpt.train_args.items() if k != "cfg"}
+    args.update({k: v for k, v in overrides.items() if k in allowed})
+    args["resume"] = False
+    return args
