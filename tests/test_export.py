@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
 import torch
 from test_predict import NAMES, make_predictor, random_image, same_detections, tiny_model
 
-from yoloforge.backends import ExportedModelError, load_exported, require
+from yoloforge.backends import ExportedModelError, ExportMetadata, load_exported, quiet_torchscript, require
 from yoloforge.checkpoint import Checkpoint, save_checkpoint
 from yoloforge.exporter import ExportError, check_export, export, output_difference
 from yoloforge.loading import LoadedModel
@@ -119,3 +120,30 @@ def test_bad_requests_fail_with_one_clear_line(model, tmp_path):
         load_exported(tmp_path / "m.engine")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
         load_exported(tmp_path / "missing.onnx")
+
+
+def test_files_exported_by_the_reference_are_understood(tmp_path):
+    # the reference writes ONNX metadata values as Python literals, TorchScript's as config.txt JSON
+    props = {
+        "description": "Ultralytics YOLO11s model trained on config.yaml",
+        "version": "8.3.0",
+        "stride": "32",
+        "task": "detect",
+        "batch": "1",
+        "imgsz": "[640, 640]",
+        "names": "{0: '5euro', 1: '10euro'}",
+        "args": "{'batch': 1, 'half': False, 'dynamic': True, 'nms': None}",
+    }
+    meta = ExportMetadata.from_strings(props, "m.onnx")
+    assert meta.names == ["5euro", "10euro"] and meta.imgsz == (640, 640) and meta.stride == 32
+    assert meta.dynamic and (meta.family, meta.size) == ("yolo11", "s")
+    with pytest.raises(ExportedModelError, match="m.onnx is a segment model"):
+        ExportMetadata.from_strings({**props, "task": "segment"}, "m.onnx")
+    config = {"stride": 32, "task": "detect", "batch": 1, "imgsz": [64, 64], "names": {"0": "a", "1": "b"}}
+    with quiet_torchscript():
+        traced = torch.jit.trace(torch.nn.Identity(), torch.zeros(1))
+        torch.jit.save(
+            traced, str(tmp_path / "r.torchscript"), _extra_files={"config.txt": json.dumps(config)}
+        )
+    runtime = load_exported(tmp_path / "r.torchscript")
+    assert runtime.names == ["a", "b"] and runtime.fixed_shape == (64, 64)

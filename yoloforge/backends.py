@@ -11,13 +11,16 @@ JSON values) and a TorchScript extra file ``metadata.json``.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 EXPORT_EXTRA = 'pip install "yoloforge[export]"'
 TORCHSCRIPT_METADATA = "metadata.json"
+REFERENCE_TORCHSCRIPT_METADATA = "config.txt"  # the reference exporter's extra file (JSON)
 
 
 class ExportedModelError(ValueError):
@@ -51,15 +55,14 @@ class ExportMetadata:
 
     @staticmethod
     def from_strings(values: dict[str, str], source: str) -> ExportMetadata:
-        try:
-            return ExportMetadata.from_dict({k: json.loads(v) for k, v in values.items()}, source)
-        except ValueError:
-            raise ExportedModelError(
-                f"{source}: unreadable yoloforge metadata; export the model again"
-            ) from None
+        """From ONNX metadata_props: JSON values (ours) or Python literals (the reference's)."""
+        return ExportMetadata.from_dict({k: _parse_value(v) for k, v in values.items()}, source)
 
     @staticmethod
-    def from_dict(values: dict, source: str) -> ExportMetadata:
+    def from_dict(values: dict[str, Any], source: str) -> ExportMetadata:
+        """Our metadata, or the reference exporter's (so its .onnx/.torchscript files run too)."""
+        if "family" not in values and "names" in values and "stride" in values:
+            return _from_reference(values, source)
         try:
             raw = {k: v for k, v in values.items() if k in ExportMetadata.__dataclass_fields__}
             raw["imgsz"] = tuple(raw["imgsz"])
@@ -68,6 +71,44 @@ class ExportMetadata:
             raise ExportedModelError(
                 f"{source}: no yoloforge metadata ({e}); export it with `yoloforge export model=...`"
             ) from None
+
+
+def _parse_value(text: str) -> Any:
+    """A metadata string as a value: JSON, else a Python literal (never eval), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _from_reference(values: dict[str, Any], source: str) -> ExportMetadata:
+    """Metadata written by the reference exporter: names {id: name}, imgsz, stride, batch, task,
+    args {dynamic, half, ...}, description 'Ultralytics YOLOv8n model'."""
+    task = values.get("task", "detect")
+    if task != "detect":
+        raise ExportedModelError(f"{source} is a {task} model; yoloforge runs detection models only")
+    if values.get("end2end"):
+        raise ExportedModelError(f"{source} has NMS inside (end2end); export it again without nms")
+    names = values["names"]
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names, key=int)]
+    args = values.get("args") if isinstance(values.get("args"), dict) else {}
+    match = re.search(r"yolo(v8|11)([nslmx])", str(values.get("description", "")), re.IGNORECASE)
+    return ExportMetadata(
+        names=[str(n) for n in names],
+        imgsz=tuple(int(v) for v in values["imgsz"]),
+        stride=int(values["stride"]),
+        family=f"yolo{match.group(1).lower()}" if match else "",
+        size=match.group(2).lower() if match else "",
+        dynamic=bool(args.get("dynamic", False)),
+        batch=int(values.get("batch", 1)),
+        half=bool(args.get("half", False)),
+        version=f"ultralytics {values.get('version', '')}".strip(),
+    )
 
 
 def require(module: str):
@@ -121,10 +162,15 @@ class ExportedModel:
         """(height, width) every input must have, or None when shapes are dynamic."""
         return None if self.meta.dynamic else self.meta.imgsz
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float16 if self.meta.half else torch.float32
+
     def to(self, device: torch.device | str) -> ExportedModel:
         """Run on ``device`` from now on (CUDA when the runtime supports it). Returns self."""
-        self.device = torch.device(device)
-        self._load()
+        if torch.device(device) != self.device:
+            self.device = torch.device(device)
+            self._load()
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -134,13 +180,12 @@ class ExportedModel:
                 f"{self.path.name} was exported for {self.fixed_shape[0]}x{self.fixed_shape[1]} inputs, "
                 f"got {images.shape[-2]}x{images.shape[-1]}; export with dynamic=True for other sizes"
             )
-        dtype = torch.float16 if self.meta.half else torch.float32
-        images = images.to(dtype)
+        device, images = images.device, images.to(self.input_dtype)
         if self.meta.dynamic or len(images) == self.meta.batch:
-            return self._run(images).float().to(images.device)
-        return torch.cat([self._run_padded(chunk) for chunk in images.split(self.meta.batch)]).to(
-            images.device
-        )
+            out = self._run(images)
+        else:  # a static batch size: run it chunk by chunk
+            out = torch.cat([self._run_padded(chunk) for chunk in images.split(self.meta.batch)])
+        return out.float().to(device)
 
     def _run_padded(self, chunk: torch.Tensor) -> torch.Tensor:
         """A static batch of ``meta.batch`` images: pad a short chunk with zeros, drop their outputs."""
@@ -148,7 +193,7 @@ class ExportedModel:
         if n < self.meta.batch:
             pad = chunk.new_zeros((self.meta.batch - n, *chunk.shape[1:]))
             chunk = torch.cat((chunk, pad))
-        return self._run(chunk)[:n].float()
+        return self._run(chunk)[:n]
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -183,6 +228,10 @@ class OnnxModel(ExportedModel):
         self.session = ort.InferenceSession(str(self.path), providers=providers)
         self.input_name = self.session.get_inputs()[0].name
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float16 if "float16" in self.session.get_inputs()[0].type else torch.float32
+
     def _run(self, images: torch.Tensor) -> torch.Tensor:
         array = images.detach().cpu().numpy()
         (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(array)})
@@ -193,12 +242,13 @@ class TorchScriptModel(ExportedModel):
     """A traced module loaded with ``torch.jit.load`` (no Python model code needed)."""
 
     def __init__(self, path: Path):
-        extra = {TORCHSCRIPT_METADATA: ""}
+        extra = {TORCHSCRIPT_METADATA: "", REFERENCE_TORCHSCRIPT_METADATA: ""}
         with quiet_torchscript():
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        if not extra[TORCHSCRIPT_METADATA]:
+        text = extra[TORCHSCRIPT_METADATA] or extra[REFERENCE_TORCHSCRIPT_METADATA]
+        if not text:
             raise ExportedModelError(f"{path}: no yoloforge metadata; export it with `yoloforge export ...`")
-        super().__init__(path, ExportMetadata.from_dict(json.loads(extra[TORCHSCRIPT_METADATA]), str(path)))
+        super().__init__(path, ExportMetadata.from_dict(json.loads(text), str(path)))
         self.module = module.eval()
 
     def _load(self) -> None:
