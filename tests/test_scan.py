@@ -261,3 +261,16 @@ def test_no_folder_is_created_in_the_users_dataset(tmp_path: Path, write_image, 
     images = [write_image(tmp_path / "ds" / "images" / f"{i}.jpg") for i in range(3)]
     scan_split(images, NAMES, "val", progress=False)
     assert not (tmp_path / "ds" / "labels").exists()
+
+
+def test_logging_is_capped_during_training_but_check_logs_everything(tmp_path: Path, write_image, caplog):
+    image = write_image(tmp_path / "images" / "a.jpg")
+    lines = "".join(f"{9 + i} 0.5 0.5 0.2 0.2\n" for i in range(5))  # 5 bad class ids
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text(lines)
+    caplog.set_level(logging.WARNING, logger="yoloforge")
+    scan_split([image], NAMES, "train", progress=False, max_logged=2)
+    assert len(caplog.messages) == 3 and caplog.messages[-1].startswith("train: 3 more problems")
+    caplog.clear()
+    scan_split([image], NAMES, "train", progress=False, max_logged=None)
+    assert len(caplog.messages) == 5

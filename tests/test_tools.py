@@ -118,6 +118,12 @@ def test_split_is_deterministic_by_seed_and_spreads_backgrounds(export: Path):
     assert counts == {"train": 6, "val": 4, "test": 3}  # labelled: 5/3/2, backgrounds: 1/1/1
 
 
+def test_split_with_a_test_fraction_writes_a_test_split(export: Path, tmp_path: Path, yoloforge_home):
+    config = load_data_config(split_dataset(export, tmp_path / "out", val=0.2, test=0.2, progress=False))
+    assert (len(config.train), len(config.val), len(config.test or [])) == (7, 3, 3)  # 6/2/2 + 1/1/1
+    assert {p.parent.name for p in config.images("test")} == {"test"}
+
+
 def test_split_names_come_from_notes_json_without_classes_txt(export: Path, tmp_path: Path, yoloforge_home):
     (export / "classes.txt").unlink()
     categories = [{"id": 1, "name": "dog"}, {"id": 0, "name": "cat"}, {"id": 2, "name": "bird"}]
