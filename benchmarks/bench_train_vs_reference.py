@@ -117,8 +117,10 @@ def main() -> None:
     else:
         print("reference not run: pass --peer /path/to/python-with-ultralytics")
 
-    print(f"\nyolov8n from scratch, data={args.data}, epochs={args.epochs}, imgsz={args.imgsz}, "
-          f"batch={args.batch}, {os.cpu_count()} CPUs; mAP by pycocotools on each model's predictions.json")  # fmt: skip
+    print(
+        f"\nyolov8n from scratch, data={args.data}, epochs={args.epochs}, imgsz={args.imgsz}, "
+        f"batch={args.batch}, {os.cpu_count()} CPUs; mAP by pycocotools on each model's predictions.json"
+    )
     print(f"{'trainer':<10} {'train time':>11} {'mAP50-95':>9} {'mAP50':>7} {'mAP75':>7}")
     for name, wall, m in rows:
         print(f"{name:<10} {wall:>10.0f}s {m['map']:>9.4f} {m['map50']:>7.4f} {m['map75']:>7.4f}")
