@@ -147,14 +147,16 @@ class Predictor:
         if s.verbose and totals.images:
             log.info(totals.line(max(s.batch, 1)))
         if save_dir is not None:
-            labels = f"; {writer.labels_written} label files in {save_dir / 'labels'}" if s.save_txt else ""
-            log.info("Results saved to %s%s", save_dir, labels)
+            log.info("Results saved to %s", save_dir)
+        if s.save_txt:
+            n = writer.labels_written
+            log.info("%d label%s saved to %s", n, "s" if n != 1 else "", save_dir / "labels")
 
     def predict_batch(self, frames: list[Frame]) -> tuple[list[Results], tuple[int, ...]]:
         """Frames -> Results (boxes in original pixels) and the network input shape (B, 3, H, W)."""
         sync = _synchronizer(self.runner.device)
         start = time.perf_counter()
-        images, boxes = self.preprocess(frames)
+        images, letterboxes = self.preprocess(frames)
         sync()
         t_pre = time.perf_counter()
         with torch.inference_mode():
@@ -167,7 +169,7 @@ class Predictor:
         )
         results = [
             _to_results(frame, det.boxes_xyxy, det.scores, det.classes, box, self.names)
-            for frame, det, box in zip(frames, detections, boxes, strict=True)
+            for frame, det, box in zip(frames, detections, letterboxes, strict=True)
         ]
         sync()
         end, n = time.perf_counter(), len(frames)
