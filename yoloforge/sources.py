@@ -249,6 +249,8 @@ def _read_video(item: _Item, index: int, count: int, vid_stride: int) -> Iterato
             what = f"webcam {item.value}" if isinstance(item.value, int) else item.name
             raise SourceError(f"source={item.name}: cannot open {what} (missing, busy or not a video)")
         live = item.kind == "stream"
+        if live:  # keep the newest frames: a slow model should not fall further and further behind
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         frames = 0 if live else max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if 0 < fps < 1000 else 30.0  # some streams report 0 or nonsense
