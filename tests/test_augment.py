@@ -292,7 +292,7 @@ def test_boxes_stay_on_their_objects_through_the_pipeline():
     for seed in range(60):
         rng = np.random.default_rng(seed)
         aug = random_geometry(rng)
-        out = augment(SceneMaker(rng, imgsz), 0, 10, imgsz, aug, rng)
+        out = augment(SceneMaker(rng, imgsz), 0, range(10), imgsz, aug, rng)
         assert out.image.shape == (imgsz, imgsz, 3) and out.image.dtype == np.uint8
         strict += check_boxes_on_objects(out)
         total += len(out.classes)
@@ -306,7 +306,7 @@ def test_boxes_stay_on_their_objects_with_strong_rotation_and_perspective():
     )
     for seed in range(20):
         rng = np.random.default_rng(100 + seed)
-        check_boxes_on_objects(augment(SceneMaker(rng, imgsz), 0, 10, imgsz, aug, rng))
+        check_boxes_on_objects(augment(SceneMaker(rng, imgsz), 0, range(10), imgsz, aug, rng))
 
 
 def test_mosaic_drops_slivers_cut_by_the_canvas_edge():
@@ -326,7 +326,11 @@ def test_mosaic_drops_slivers_cut_by_the_canvas_edge():
 
 def test_same_rng_seed_same_sample():
     imgsz, aug = 96, AugmentSettings(degrees=10, mixup=0.5)
-    a = augment(SceneMaker(np.random.default_rng(3), imgsz), 0, 10, imgsz, aug, np.random.default_rng(7))
-    b = augment(SceneMaker(np.random.default_rng(3), imgsz), 0, 10, imgsz, aug, np.random.default_rng(7))
+    a = augment(
+        SceneMaker(np.random.default_rng(3), imgsz), 0, range(10), imgsz, aug, np.random.default_rng(7)
+    )
+    b = augment(
+        SceneMaker(np.random.default_rng(3), imgsz), 0, range(10), imgsz, aug, np.random.default_rng(7)
+    )
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.boxes_xyxy, b.boxes_xyxy)

@@ -96,6 +96,28 @@ def test_sampler_ranks_share_one_order():
         EpochSampler(10, rank=3, world_size=3)
 
 
+def test_sampler_partner_groups():
+    sampler = EpochSampler(10, seed=0, partners=4)
+    keys = list(sampler)
+    order = [k.index for k in keys]
+    assert [k.partners for k in keys[:4]] == [tuple(order[:4])] * 4
+    assert keys[4].partners == tuple(order[4:8])
+    assert [k.partners for k in keys[8:]] == [tuple(order[6:10])] * 2  # short last group borrows
+    assert all(k.partners == () for k in EpochSampler(10, partners=1))
+
+
+def test_a_batch_decodes_each_image_once(records, monkeypatch):
+    decoded = []
+    real = dataset_module.read_resized
+    monkeypatch.setattr(
+        dataset_module, "read_resized", lambda r, *a, **k: decoded.append(r) or real(r, *a, **k)
+    )
+    ds = TrainDataset(records, 64, AugmentSettings(mixup=1.0))  # mosaic + mixup: 8 images per sample
+    loader = build_train_loader(ds, batch=len(records), workers=0)
+    (batch,) = list(loader)
+    assert len(decoded) == len(records) and len(batch) == len(records)
+
+
 def test_worker_counts_are_capped():
     assert loader_workers(8, batch=4) == min(4, usable_cpus())
     assert loader_workers(0, batch=16) == 0

@@ -19,7 +19,7 @@ box after the mosaic clip only).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -46,10 +46,6 @@ class Labeled:
     @property
     def whole_xyxy(self) -> np.ndarray:
         return self.boxes_xyxy if self.full_xyxy is None else self.full_xyxy
-
-    def select(self, keep: np.ndarray) -> Labeled:
-        full = None if self.full_xyxy is None else self.full_xyxy[keep]
-        return Labeled(self.image, self.classes[keep], self.boxes_xyxy[keep], full)
 
 
 def resize_long_side(image: np.ndarray, imgsz: int, shrink_interp: int = cv2.INTER_LINEAR) -> np.ndarray:
@@ -267,15 +263,17 @@ def scaled_boxes(boxes_cxcywhn: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 def geometric(
     load: Callable[[int], Labeled],
     index: int,
-    n: int,
+    partners: Sequence[int],
     imgsz: int,
     aug: AugmentSettings,
     rng: np.random.Generator,
 ) -> Labeled:
-    """Mosaic of ``index`` and 3 random images (probability ``aug.mosaic``), or ``index`` letterboxed;
-    then the random affine back to imgsz x imgsz. ``load(i)`` gives image i resized to imgsz."""
+    """Mosaic of ``index`` and 3 images drawn from ``partners`` (probability ``aug.mosaic``), or
+    ``index`` letterboxed; then the random affine back to imgsz x imgsz.
+    ``load(i)`` gives image i resized to imgsz; it may return shared arrays (nothing here writes
+    into its inputs)."""
     if rng.random() < aug.mosaic:
-        others = [int(i) for i in rng.integers(0, n, size=3)]
+        others = [int(partners[i]) for i in rng.integers(0, len(partners), size=3)]
         item = mosaic4([load(index)] + [load(i) for i in others], imgsz, rng)
     else:
         item = letterbox_labeled(load(index), imgsz)
@@ -285,14 +283,15 @@ def geometric(
 def augment(
     load: Callable[[int], Labeled],
     index: int,
-    n: int,
+    partners: Sequence[int],
     imgsz: int,
     aug: AugmentSettings,
     rng: np.random.Generator,
 ) -> Labeled:
     """One training sample: geometry, mixup with a second sample (probability ``aug.mixup``),
-    HSV and flips. ``n`` is the number of images ``load`` can give."""
-    item = geometric(load, index, n, imgsz, aug, rng)
+    HSV and flips. Mosaic and mixup partners are drawn from ``partners`` (image indices)."""
+    item = geometric(load, index, partners, imgsz, aug, rng)
     if rng.random() < aug.mixup:
-        item = mixup(item, geometric(load, int(rng.integers(n)), n, imgsz, aug, rng), rng)
+        other = int(partners[rng.integers(len(partners))])
+        item = mixup(item, geometric(load, other, partners, imgsz, aug, rng), rng)
     return photometric_and_flips(item, aug, rng)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,13 +36,23 @@ RAM_SAFETY = 0.5  # keep 50% headroom over the estimate: the process needs memor
 VAL_RECT_PAD = 0.5  # half a stride of margin around rectangular validation batches (as the reference)
 
 
+RECENT_IMAGES = 64  # decoded images each process keeps for reuse as mosaic/mixup partners
+
+
 @dataclass(frozen=True)
 class SampleKey:
-    """Which sample to make: image ``index`` in ``epoch``, with or without mosaic."""
+    """Which sample to make: image ``index`` in ``epoch``, with or without mosaic.
+
+    ``partners``: the images mosaic and mixup draw from; () means the whole dataset. The
+    sampler passes the images of the same batch, so that a worker decodes each image once and
+    takes the partners from its recent images (as the reference draws them from a buffer of
+    recently loaded images).
+    """
 
     index: int
     epoch: int = 0
     mosaic: bool = True
+    partners: tuple[int, ...] = ()
 
 
 def take_fraction(records: Sequence[ImageRecord], fraction: float) -> list[ImageRecord]:
@@ -140,6 +151,7 @@ class TrainDataset(Dataset):
         self.images = (
             cache_images(self.records, imgsz, cv2.INTER_LINEAR, "train: ", fast=True) if cache_ram else None
         )
+        self._recent: OrderedDict[int, np.ndarray] = OrderedDict()  # this process's, oldest first
 
     def __len__(self) -> int:
         return len(self.records)
@@ -152,19 +164,29 @@ class TrainDataset(Dataset):
     def load(self, index: int) -> Labeled:
         """Image ``index`` resized so its long side is imgsz, with its boxes in pixels."""
         record = self.records[index]
-        if self.images is not None:
-            image = self.images[index]
-        else:
-            image = read_resized(record, self.imgsz, cv2.INTER_LINEAR, fast=True)
+        image = self._image(index)
         boxes = scaled_boxes(record.boxes_cxcywhn, image.shape[:2])
         return Labeled(image, record.classes.astype(np.int64), boxes)
+
+    def _image(self, index: int) -> np.ndarray:
+        """From the RAM cache, else from this process's recent images, else decoded (and kept)."""
+        if self.images is not None:
+            return self.images[index]
+        image = self._recent.pop(index, None)
+        if image is None:
+            image = read_resized(self.records[index], self.imgsz, cv2.INTER_LINEAR, fast=True)
+        self._recent[index] = image  # (re)inserted as the most recent
+        if len(self._recent) > RECENT_IMAGES:
+            self._recent.popitem(last=False)
+        return image
 
     def __getitem__(self, key: int | SampleKey) -> Sample:
         if not isinstance(key, SampleKey):
             key = SampleKey(int(key), 0, self.mosaic)
         rng = np.random.default_rng((self.seed, key.epoch, key.index))
         settings = self.settings if key.mosaic else without_mosaic(self.settings)
-        item = augment(self.load, key.index, len(self), self.imgsz, settings, rng)
+        partners = key.partners or range(len(self))
+        item = augment(self.load, key.index, partners, self.imgsz, settings, rng)
         h, w = item.image.shape[:2]
         return Sample(
             image=item.image,

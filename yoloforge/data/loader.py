@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from yoloforge.data.dataset import SampleKey, TrainDataset, ValDataset
+from yoloforge.data.dataset import RECENT_IMAGES, SampleKey, TrainDataset, ValDataset
 from yoloforge.structures import Batch, Sample
+
+MIN_PARTNERS = 16  # mosaic partners come from groups of at least this many images
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
@@ -50,14 +52,25 @@ class EpochSampler(Sampler[SampleKey]):
 
     Two seeds give two orders, one seed the same order every run, each epoch a new one. With
     ``world_size`` > 1 each rank takes every world_size-th key of the shared order (the order is
-    wrapped around so every rank gets the same number).
+    wrapped around so every rank gets the same number). Mosaic/mixup partners of a key are the
+    ``partners`` consecutive keys of this rank it belongs to (0: the whole dataset);
+    ``build_train_loader`` makes these groups its batches (at least 16 images), so that a worker
+    finds the partners among the images it has just decoded (``dataset.RECENT_IMAGES``).
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        partners: int = 0,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.partners = rank, world_size, partners
         self.epoch = 0
         self.mosaic = True
 
@@ -76,7 +89,15 @@ class EpochSampler(Sampler[SampleKey]):
 
     def __iter__(self) -> Iterator[SampleKey]:
         epoch, mosaic = self.epoch, self.mosaic  # read once: the whole epoch sees the same values
-        return iter([SampleKey(int(i), epoch, mosaic) for i in self.order()])
+        order = self.order().tolist()
+        size = max(self.partners, 1)
+        keys: list[SampleKey] = []
+        for start in range(0, len(order), size):
+            end = min(start + size, len(order))
+            # a short last group borrows from the one before it, so no mosaic repeats one image
+            group = tuple(order[max(0, end - size) : end]) if self.partners > 1 else ()
+            keys += [SampleKey(i, epoch, mosaic, group) for i in order[start:end]]
+        return iter(keys)
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.world_size)
@@ -164,7 +185,10 @@ def build_train_loader(
     world_size: int = 1,
 ) -> TrainLoader:
     """A shuffled, epoch-aware loader; ``workers`` is capped by ``loader_workers``."""
-    sampler = EpochSampler(len(dataset), seed, shuffle=True, rank=rank, world_size=world_size)
+    partners = min(max(batch, MIN_PARTNERS), RECENT_IMAGES)
+    sampler = EpochSampler(
+        len(dataset), seed, shuffle=True, rank=rank, world_size=world_size, partners=partners
+    )
     sampler.mosaic = dataset.mosaic
     kwargs = _loader_kwargs(loader_workers(workers, batch), device)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **kwargs)

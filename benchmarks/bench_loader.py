@@ -1,0 +1,159 @@
+"""Does the data loader slow training down? Training steps fed by the real loader vs pre-made batches.
+
+    python benchmarks/bench_loader.py [--steps 10] [--rounds 3] [--workers -1] [--threads -1]
+                                      [--imgsz 320] [--batch 16] [--reference /tmp/peer/bin/python]
+
+Model yolov8n (nc=3) in training mode; a step is forward, a simple loss (sum of the output means),
+backward and an SGD step, on the demo dataset's train split (``data=shapes``, 256-320 px JPEGs) with
+the default augmentation (mosaic on). Workers and torch threads default to what the trainer uses
+(``loader.plan_cpu``). Each round times ``--steps`` steps on pre-made batches (made by the same
+loader beforehand, so the work per step is the same) and then ``--steps`` steps pulling batches from
+the loader, which keeps its persistent workers across rounds; one warm-up step before each timed run
+is not counted. Prints the median step time of each mode, images/s and the slowdown.
+
+It also prints the loader alone (images/s with the same workers, no training), the cost of one
+augmented sample in this process, and, with ``--reference``, the reference's cost for one sample of
+its training dataset on the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+
+import cv2
+import torch
+
+from yoloforge.data.config import load_data_config
+from yoloforge.data.dataset import TrainDataset
+from yoloforge.data.demo import NAMES, ensure_shapes
+from yoloforge.data.loader import EpochSampler, TrainLoader, build_train_loader, plan_cpu
+from yoloforge.data.scan import scan_split
+from yoloforge.model.zoo import build_model
+from yoloforge.settings import AugmentSettings
+from yoloforge.structures import Batch
+
+REFERENCE_SNIPPET = """
+import json, sys, time, logging
+from ultralytics.cfg import get_cfg
+from ultralytics.data.build import build_yolo_dataset
+from ultralytics.utils import LOGGER
+LOGGER.setLevel(logging.ERROR)
+images, names, imgsz, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cfg = get_cfg(overrides={"imgsz": imgsz})
+data = {"names": dict(enumerate(names)), "nc": len(names), "channels": 3}
+ds = build_yolo_dataset(cfg, images, 16, data, mode="train")
+for i in range(8): ds[i]
+start = time.perf_counter()
+for i in range(n): ds[i % len(ds)]
+print(json.dumps({"ms_per_sample": (time.perf_counter() - start) / n * 1000}))
+"""
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10, help="timed steps per mode and round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of both modes")
+    p.add_argument("--workers", type=int, default=-1, help="loader workers (-1: as the trainer plans)")
+    p.add_argument("--threads", type=int, default=-1, help="torch threads (-1: as the trainer plans)")
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--reference", default="", help="python of an environment with ultralytics")
+    return p.parse_args()
+
+
+def make_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[Batch], None]:
+    def step(batch: Batch) -> None:
+        images = batch.images.float() / 255  # (B, 3, H, W) in [0, 1], as the trainer feeds the model
+        loss = sum(level.mean() for level in model(images))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def time_steps(step: Callable[[Batch], None], batches: Iterable[Batch], n: int) -> list[float]:
+    """Seconds per step (waiting for the batch included) of n steps after one warm-up step."""
+    it = iter(batches)
+    step(next(it))
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        step(next(it))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def loader_alone(loader: TrainLoader, n_batches: int) -> float:
+    """Images per second the loader delivers with nothing else to do (after a warm-up batch)."""
+    it = iter(loader)
+    next(it)
+    start, images = time.perf_counter(), 0
+    for batch in itertools.islice(it, n_batches):
+        images += len(batch)
+    return images / (time.perf_counter() - start)
+
+
+def sample_ms(dataset: TrainDataset, batch: int, n: int = 64) -> float:
+    """Milliseconds per sample, keys (and so mosaic partners) as the training loader makes them."""
+    cv2.setNumThreads(0)  # as in a worker
+    sampler = EpochSampler(len(dataset), seed=1, partners=batch)
+    keys = list(itertools.islice(iter(sampler), n))
+    start = time.perf_counter()
+    for key in keys:
+        dataset[key]
+    return (time.perf_counter() - start) / n * 1000
+
+
+def reference_sample_ms(python: str, images: str, imgsz: int, n: int = 64) -> float:
+    args = [python, "-c", REFERENCE_SNIPPET, images, json.dumps(NAMES), str(imgsz), str(n)]
+    env = {"YOLO_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_sample"]
+
+
+def main() -> None:
+    args = parse_args()
+    plan = plan_cpu("cpu", 8, args.batch)
+    workers = plan.workers if args.workers < 0 else args.workers
+    threads = plan.torch_threads if args.threads < 0 else args.threads
+    torch.set_num_threads(threads)
+    config = load_data_config(ensure_shapes())
+    records = scan_split(config.train, config.names, prefix="train", progress=False).records
+    dataset = TrainDataset(records, args.imgsz, AugmentSettings(), seed=0)
+    loader = build_train_loader(dataset, batch=args.batch, workers=workers, seed=0)
+    premade = list(itertools.islice(iter(loader), args.steps + 1))
+
+    torch.manual_seed(0)
+    model = build_model("yolov8", "n", nc=len(NAMES)).train()
+    step = make_step(model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
+    time_steps(step, premade, 2)  # first-call allocations
+    fed, fixed = [], []
+    for epoch in range(args.rounds):
+        fixed += time_steps(step, premade, args.steps)
+        loader.set_epoch(epoch)
+        fed += time_steps(step, loader, args.steps)
+        print(f"round {epoch}: pre-made {statistics.median(fixed[-args.steps:]):.3f} s/step, "
+              f"loader {statistics.median(fed[-args.steps:]):.3f} s/step", flush=True)  # fmt: skip
+
+    t_fixed, t_fed = statistics.median(fixed), statistics.median(fed)
+    print(f"\nyolov8n imgsz={args.imgsz} batch={args.batch} torch_threads={threads} workers={workers} "
+          f"({len(fixed)} steps per mode, medians)")  # fmt: skip
+    print(f"pre-made tensors: {t_fixed:.3f} s/step  {args.batch / t_fixed:6.1f} images/s")
+    print(f"real loader     : {t_fed:.3f} s/step  {args.batch / t_fed:6.1f} images/s")
+    print(f"slowdown        : {100 * (t_fed / t_fixed - 1):+.1f}%  (target: at most +10%)")
+    print(f"loader alone    : {loader_alone(loader, 10):.0f} images/s with {workers} workers")
+    print(f"one sample      : {sample_ms(dataset, args.batch):.1f} ms (this process, 1 OpenCV thread)")
+    if args.reference:
+        ms = reference_sample_ms(args.reference, str(config.train[0].parent), args.imgsz)
+        print(f"reference sample: {ms:.1f} ms (its training dataset, same images)")
+
+
+if __name__ == "__main__":
+    main()
