@@ -7,7 +7,8 @@ accuracy (benchmarks/ measures that).
 from __future__ import annotations
 
 import csv
-import os
+import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,15 +21,9 @@ import yaml
 
 from yoloforge import YOLO
 from yoloforge.callbacks import Callback
-from yoloforge.data.demo import ensure_shapes
 from yoloforge.results_csv import COLUMNS
 
 TINY = dict(imgsz=64, batch=4, workers=0, plots=True, seed=0)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    return ensure_shapes(tmp_path_factory.mktemp("shapes"), n_train=16, n_val=8)
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -36,10 +31,55 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_train_writes_the_run_folder(shapes, tmp_path):
-    model = YOLO("yolov8n.yaml")
-    metrics = model.train(data=str(shapes), epochs=2, project=str(tmp_path), name="train", **TINY)
-    run = tmp_path / "train"
+FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_tutorial_code_from_a_reference_checkpoint(shapes_small, tmp_path, monkeypatch):
+    """The tutorial's two steps as written: train from yolov8n.pt, then fine-tune from last.pt."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(FIXTURES / "yolov8n.pt", "yolov8n.pt")  # written by ultralytics (80 classes)
+    data = yaml.safe_load(shapes_small.read_text())
+    Path("config.yaml").write_text(
+        f"path: {data['path']}\ntrain: images/train\nval: images/val\nnc: 3\n"
+        "names:\n  0: circle\n  1: square\n  2: triangle\n"
+    )
+    lines = _Lines()
+    logging.getLogger("yoloforge").addHandler(lines)
+    try:
+        model = YOLO("yolov8n.pt")
+        results = model.train(data="config.yaml", epochs=3, **TINY)
+    finally:
+        logging.getLogger("yoloforge").removeHandler(lines)
+    text = "\n".join(lines.lines)
+    for expected in [
+        "yoloforge 0.1.0 Python-",
+        "train: model=yolov8n.pt, data=config.yaml, epochs=3",
+        "YOLOv8n summary:",
+        "Transferred 318/354 items from pretrained weights",
+        "train: Scanning ",
+        "16 images, ",
+        "Starting training for 3 epochs...",
+        "box_loss   cls_loss   dfl_loss  Instances       Size",
+        "3 epochs completed in ",
+        "weights/best.pt",
+        "                   all          8         23",
+        "circle",
+        "triangle",
+        "Speed: ",
+        "ms preprocess, ",
+        "Results saved to runs/detect/train",
+    ]:
+        assert expected in text, expected
+    run = Path("runs/detect/train")
     for name in [
         "weights/best.pt",
         "weights/last.pt",
@@ -63,13 +103,21 @@ def test_train_writes_the_run_folder(shapes, tmp_path):
     for name in ("best.pt", "last.pt"):  # our checkpoints load without unpickling code
         ckpt = torch.load(run / "weights" / name, weights_only=True)
         assert ckpt["format"] == "yoloforge" and ckpt["arch"]["nc"] == 3
+        assert ckpt["names"] == ["circle", "square", "triangle"]
     args = yaml.safe_load((run / "args.yaml").read_text())
-    assert args["epochs"] == 2 and args["imgsz"] == 64 and args["hsv_h"] == 0.015
+    assert args["epochs"] == 3 and args["imgsz"] == 64 and args["hsv_h"] == 0.015
     rows = _rows(run)
-    assert tuple(rows[0]) == COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2]
-    assert all(float(r["train/box_loss"]) > 0 for r in rows)
-    assert 0 <= metrics.box.map <= metrics.box.map50 <= 1
+    assert tuple(rows[0]) == COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["train/box_loss"]) > 0 and float(r["lr/pg0"]) > 0 for r in rows)
+    assert 0 <= results.box.map <= results.box.map50 <= 1
     assert model.ckpt_path == str(run / "weights" / "best.pt")  # the object now holds best.pt
+    assert model.names == {0: "circle", 1: "square", 2: "triangle"}
+
+    # fine-tuning: a new run from last.pt's weights
+    YOLO("./runs/detect/train/weights/last.pt").train(
+        data="config.yaml", epochs=1, **{**TINY, "plots": False}
+    )
+    assert [int(r["epoch"]) for r in _rows(Path("runs/detect/train2"))] == [1]
 
 
 class _StopAfter(Callback):
@@ -81,10 +129,10 @@ class _StopAfter(Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupt_then_resume_runs_every_epoch_once(shapes, tmp_path):
+def test_interrupt_then_resume_runs_every_epoch_once(shapes_small, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         YOLO("yolov8n.yaml").train(
-            data=str(shapes),
+            data=str(shapes_small),
             epochs=3,
             project=str(tmp_path),
             name="r",
@@ -103,7 +151,7 @@ def test_interrupt_then_resume_runs_every_epoch_once(shapes, tmp_path):
         YOLO(last).train(resume=True)
 
 
-def test_sigkill_after_first_epoch_then_resume(shapes, tmp_path):
+def test_sigkill_after_first_epoch_then_resume(shapes_small, tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal
@@ -114,7 +162,7 @@ def test_sigkill_after_first_epoch_then_resume(shapes, tmp_path):
             def on_epoch_end(self, trainer, row):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        YOLO("yolov8n.yaml").train(data={str(shapes)!r}, epochs=2, project={str(tmp_path)!r}, name="k",
+        YOLO("yolov8n.yaml").train(data={str(shapes_small)!r}, epochs=2, project={str(tmp_path)!r}, name="k",
                                    imgsz=64, batch=4, workers=0, plots=False, callbacks=[Kill()])
         """
     )
@@ -123,15 +171,3 @@ def test_sigkill_after_first_epoch_then_resume(shapes, tmp_path):
     last = tmp_path / "k" / "weights" / "last.pt"
     YOLO(last).train(resume=True)
     assert [int(r["epoch"]) for r in _rows(tmp_path / "k")] == [1, 2]
-
-
-def test_fine_tune_from_last_makes_a_new_run(shapes, tmp_path):
-    first = YOLO("yolov8n.yaml")
-    first.train(data=str(shapes), epochs=1, project=str(tmp_path), name="train", **{**TINY, "plots": False})
-    cwd = os.getcwd()
-    YOLO(tmp_path / "train" / "weights" / "last.pt").train(
-        data=str(shapes), epochs=1, project=str(tmp_path), name="train", **{**TINY, "plots": False}
-    )
-    assert os.getcwd() == cwd
-    assert (tmp_path / "train2" / "weights" / "best.pt").is_file()
-    assert [int(r["epoch"]) for r in _rows(tmp_path / "train2")] == [1]

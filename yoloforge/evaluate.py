@@ -58,6 +58,7 @@ def run_validation(model, names: dict[int, str], settings: ValSettings):
         verbose=settings.verbose,
         save_json=settings.save_json,
         half=settings.half and device.type == "cuda",
+        single_cls=settings.single_cls,
     )
     result = validator.run(model, loader, device)
     log.info("Results saved to %s", save_dir)
