@@ -29,6 +29,7 @@ class YOLO:
         else:
             self._loaded: LoadedModel | None = load_model(self.source)
         self.metrics = None
+        self._predictor = None
 
     # --- what the user can read ----------------------------------------------------------------
     @property
@@ -110,8 +111,11 @@ class YOLO:
         from yoloforge.predictor import Predictor
 
         settings = build(PredictSettings, {"model": self.source, "stream": stream, **overrides})
-        predictor = Predictor(self.model, list(self.names.values()), settings)
-        results = predictor.stream(source)
+        # building a predictor copies and fuses the model: reuse it while model and settings stay
+        key = (id(self.model), settings)
+        if self._predictor is None or self._predictor[0] != key:
+            self._predictor = (key, Predictor(self.model, list(self.names.values()), settings))
+        results = self._predictor[1].stream(source)
         return results if stream else list(results)
 
     def __call__(self, source: Any = None, stream: bool = False, **overrides: Any):

@@ -15,6 +15,7 @@ Bad input ends with one line naming the key and what is valid, and exit code 2.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted.", file=sys.stderr)
         return 130
     except _user_errors() as e:
-        print(f"Error: {e}", file=sys.stderr)
+        if os.environ.get("YOLOFORGE_DEBUG"):
+            raise
+        print(f"Error: {e} (YOLOFORGE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 
@@ -104,6 +107,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         TrainingDiverged,
         FileNotFoundError,
         ValueError,
+        ImportError,  # an optional extra that is not installed: the message says what to install
     )
 
 
