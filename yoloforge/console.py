@@ -14,12 +14,12 @@ class _Plain(logging.Formatter):
 
 
 def setup_console(verbose: bool = True) -> None:
-    """Idempotent: one stdout handler on the 'yoloforge' logger, unless the application configured one."""
+    """Idempotent: one stdout handler on the 'yoloforge' logger, unless the application (or pytest)
+    already handles logging, in which case our records go to its handlers."""
     logger = logging.getLogger("yoloforge")
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    if logger.handlers:
+    if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Plain("%(message)s"))
     logger.addHandler(handler)
-    logger.propagate = False
