@@ -11,9 +11,9 @@ loader beforehand, so the work per step is the same) and then ``--steps`` steps 
 the loader, which keeps its persistent workers across rounds; one warm-up step before each timed run
 is not counted. Prints the median step time of each mode, images/s and the slowdown.
 
-It also prints the loader alone (images/s with the same workers, no training), the cost of one
-augmented sample in this process, and, with ``--reference``, the reference's cost for one sample of
-its training dataset on the same images.
+First it prints the cost of one augmented sample in this process and, with ``--reference``, the
+reference's cost for one sample of its training dataset on the same images; last, the loader
+alone (images/s with the same workers, no training).
 """
 
 from __future__ import annotations
@@ -127,6 +127,11 @@ def main() -> None:
     config = load_data_config(ensure_shapes())
     records = scan_split(config.train, config.names, prefix="train", progress=False).records
     dataset = TrainDataset(records, args.imgsz, AugmentSettings(), seed=0)
+    # per-sample costs first, while nothing else of ours runs
+    print(f"one sample      : {sample_ms(dataset, args.batch):.1f} ms (this process, 1 OpenCV thread)")
+    if args.reference:
+        ms = reference_sample_ms(args.reference, str(config.train[0].parent), args.imgsz)
+        print(f"reference sample: {ms:.1f} ms (its training dataset, same images)")
     loader = build_train_loader(dataset, batch=args.batch, workers=workers, seed=0)
     premade = list(itertools.islice(iter(loader), args.steps + 1))
 
@@ -149,10 +154,6 @@ def main() -> None:
     print(f"real loader     : {t_fed:.3f} s/step  {args.batch / t_fed:6.1f} images/s")
     print(f"slowdown        : {100 * (t_fed / t_fixed - 1):+.1f}%  (target: at most +10%)")
     print(f"loader alone    : {loader_alone(loader, 10):.0f} images/s with {workers} workers")
-    print(f"one sample      : {sample_ms(dataset, args.batch):.1f} ms (this process, 1 OpenCV thread)")
-    if args.reference:
-        ms = reference_sample_ms(args.reference, str(config.train[0].parent), args.imgsz)
-        print(f"reference sample: {ms:.1f} ms (its training dataset, same images)")
 
 
 if __name__ == "__main__":
