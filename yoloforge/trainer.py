@@ -131,7 +131,8 @@ class Trainer:
         s = self.settings
         self.device = select_device(s.device)
         self.cpu_plan = plan_cpu(self.device, s.workers, s.batch)
-        torch.set_num_threads(self.cpu_plan.torch_threads)
+        if "OMP_NUM_THREADS" not in os.environ:  # an explicit user choice wins over the plan
+            torch.set_num_threads(self.cpu_plan.torch_threads)
         log.info(describe(self.device))
         _seed_everything(s.seed, s.deterministic)
         self.save_dir = self.start.resume_dir or next_run_dir(s.project, s.name, s.exist_ok)
