@@ -171,3 +171,29 @@ def test_sigkill_after_first_epoch_then_resume(shapes_small, tmp_path):
     last = tmp_path / "k" / "weights" / "last.pt"
     YOLO(last).train(resume=True)
     assert [int(r["epoch"]) for r in _rows(tmp_path / "k")] == [1, 2]
+
+
+class _PoisonLossAfterFirstEpoch(Callback):
+    def on_epoch_end(self, trainer, row):
+        real = trainer.criterion
+
+        def nan_loss(feats, batch):
+            out = real(feats, batch)
+            out.total = out.total * float("nan")
+            return out
+
+        trainer.criterion = nan_loss
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_good_weights(shapes_small, tmp_path):
+    from yoloforge.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"Loss became nan at epoch 2, batch 1 .*last\.pt keeps"):
+        YOLO("yolov8n.yaml").train(
+            data=str(shapes_small), epochs=2, project=str(tmp_path), name="n",
+            callbacks=[_PoisonLossAfterFirstEpoch()], **{**TINY, "plots": False},
+        )  # fmt: skip
+    last = torch.load(tmp_path / "n" / "weights" / "last.pt", weights_only=True)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert [int(r["epoch"]) for r in _rows(tmp_path / "n")] == [1]
