@@ -1,10 +1,10 @@
 """Datasets that turn checked ``ImageRecord``s into ``Sample``s for training and validation.
 
-``TrainDataset`` augments (``augment.py``); every sample is a pure function of
-(seed, epoch, index), so runs repeat whatever the number of loader workers. Indexing with a
-``SampleKey`` (what ``loader.EpochSampler`` yields) carries the epoch and the mosaic switch into
-worker processes, persistent ones included; a plain ``int`` means epoch 0 and the dataset's own
-mosaic switch.
+``TrainDataset`` augments (``augment.py``). Indexing with a ``SampleKey`` (what
+``loader.EpochSampler`` yields) carries the epoch, the mosaic switch and the mosaic partners into
+worker processes, persistent ones included; a sample is a pure function of the key and the seed,
+so runs repeat whatever the number of loader workers. A plain ``int`` means epoch 0, the
+dataset's own mosaic switch and partners from the whole dataset.
 
 ``ValDataset`` letterboxes without augmentation, in rectangular batches: images sorted by aspect
 ratio and each batch padded to the smallest stride-multiple shape that holds its images.
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 RAM_SAFETY = 0.5  # keep 50% headroom over the estimate: the process needs memory for more than images
 VAL_RECT_PAD = 0.5  # half a stride of margin around rectangular validation batches (as the reference)
-
-
 RECENT_IMAGES = 64  # decoded images each process keeps for reuse as mosaic/mixup partners
 
 
