@@ -129,7 +129,7 @@ def test_head_bias_init():
         expected = math.log(5 / 5 / (640 / stride) ** 2)
         assert torch.allclose(branch[-1].bias, torch.full((5,), expected))
     for branch in model.head.box_branches:
-        assert torch.all(branch[-1].bias == 1.0)
+        assert torch.all(branch[-1].bias == 2.0)
 
 
 @pytest.mark.parametrize("shape", [(64, 96), (96, 64), (32, 32)])

@@ -80,7 +80,7 @@ class DetectHead(nn.Module):
         spread over nc classes and the (640 / stride)^2 cells of the level (focal-loss-style prior)."""
         with torch.no_grad():
             for box, cls, s in zip(self.box_branches, self.cls_branches, strides, strict=True):
-                box[-1].bias.fill_(1.0)
+                box[-1].bias.fill_(2.0)  # the reference's current value (it was 1.0 before)
                 cls[-1].bias.fill_(math.log(5 / self.nc / (640 / s) ** 2))
 
     def forward(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
