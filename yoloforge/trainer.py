@@ -220,16 +220,14 @@ class Trainer:
             strides=tuple(int(x) for x in self.model.stride),
             gains=s.loss,
         )
-        self.validator = Validator(
-            names=self.names,
-            conf=s.conf,
-            iou=s.iou,
-            max_det=s.max_det,
-            save_dir=self.save_dir,
-            plots=False,
-            verbose=False,
-            criterion=self.criterion,
-        )
+        self.validator = self._validator(plots=False, verbose=False, criterion=self.criterion)
+
+    def _validator(self, plots: bool, verbose: bool, criterion=None) -> Validator:
+        s = self.settings
+        return Validator(
+            names=self.names, conf=s.conf, iou=s.iou, max_det=s.max_det, save_dir=self.save_dir,
+            plots=plots, verbose=verbose, criterion=criterion,
+        )  # fmt: skip
 
     def _restore(self, ckpt: Checkpoint) -> None:
         """Continue the run of ``ckpt``: weights, EMA, optimizer, epoch, best fitness, rows."""
@@ -433,17 +431,7 @@ class Trainer:
         model.to(self.device).eval()
         model.fuse()
         s = self.settings
-        validator = Validator(
-            names=self.names,
-            conf=s.conf,
-            iou=s.iou,
-            max_det=s.max_det,
-            save_dir=self.save_dir,
-            plots=s.plots,
-            verbose=True,
-            criterion=None,
-        )
-        result = validator.run(model, self.val_loader, self.device)
+        result = self._validator(plots=s.plots, verbose=True).run(model, self.val_loader, self.device)
         if s.plots:
             from yoloforge.plots import plot_results
 
