@@ -21,6 +21,7 @@ from yoloforge.data.loader import (
     loader_workers,
     plan_cpu,
     usable_cpus,
+    worker_nice,
 )
 from yoloforge.settings import AugmentSettings
 from yoloforge.structures import ImageRecord, Letterbox, Sample
@@ -116,6 +117,25 @@ def test_a_batch_decodes_each_image_once(records, monkeypatch):
     loader = build_train_loader(ds, batch=len(records), workers=0)
     (batch,) = list(loader)
     assert len(decoded) == len(records) and len(batch) == len(records)
+
+
+class NiceProbe(ValDataset):
+    """Reports the niceness of the process that makes each sample, in ``Sample.path``."""
+
+    def __getitem__(self, index: int) -> Sample:
+        import os
+
+        sample = super().__getitem__(index)
+        sample.path = str(os.nice(0))
+        return sample
+
+
+def test_cpu_workers_run_at_the_lowest_priority(records):
+    import os
+
+    assert worker_nice("cpu") == 19 and worker_nice("cuda:0") == 0
+    (batch,) = list(build_val_loader(NiceProbe(records[:2], 32, batch_size=2), workers=1, device="cpu"))
+    assert batch.paths == [str(min(19, os.nice(0) + 19))] * 2
 
 
 def test_worker_counts_are_capped():
