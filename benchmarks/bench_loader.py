@@ -1,16 +1,17 @@
 """Does the data loader slow training down? Training steps fed by the real loader vs pre-made batches.
 
-    python benchmarks/bench_loader.py [--steps 30] [--workers -1] [--threads -1]
+    python benchmarks/bench_loader.py [--steps 20] [--workers -1] [--threads -1] [--nice -1]
                                       [--imgsz 320] [--batch 16] [--reference /tmp/peer/bin/python]
 
 Model yolov8n (nc=3) in training mode; a step is forward, a simple loss (sum of the output means),
 backward and an SGD step, on the demo dataset's train split (``data=shapes``, 256-320 px JPEGs) with
 the default augmentation (mosaic on). Workers and torch threads default to what the trainer uses
-(``loader.plan_cpu``). Steps on pre-made batches (made by the same loader beforehand, so the work
-per step is the same) alternate with steps that pull their batch from the loader (persistent
-workers, epoch after epoch), ``--steps`` of each, after one warm-up pair. Prints the median step
-time of each mode, images/s, and the slowdown as the median of the pairs' time ratios (robust to
-the load of other processes on a shared machine).
+(``loader.plan_cpu``; on CPU the workers run at nice 19, ``loader.worker_nice``). Blocks of steps on
+pre-made batches (made by the same loader beforehand, so the work per step is the same) alternate
+with blocks of steps that pull their batch from the loader (persistent workers, epoch after
+epoch), ``--steps`` timed steps of each (see ``alternating_blocks``). Prints the median step time
+of each mode, images/s and the slowdown: the median over rounds of the ratio of the two blocks'
+medians, so that a change in the machine's load (other processes) between rounds cancels out.
 
 First it prints the cost of one augmented sample in this process and, with ``--reference``, the
 reference's cost for one sample of its training dataset on the same images; last, the loader
@@ -30,10 +31,11 @@ from collections.abc import Callable, Iterator
 import cv2
 import torch
 
+from yoloforge.data import loader as loader_module
 from yoloforge.data.config import load_data_config
 from yoloforge.data.dataset import TrainDataset
 from yoloforge.data.demo import NAMES, ensure_shapes
-from yoloforge.data.loader import EpochSampler, TrainLoader, build_train_loader, plan_cpu
+from yoloforge.data.loader import PREFETCH_BATCHES, EpochSampler, TrainLoader, build_train_loader, plan_cpu
 from yoloforge.data.scan import scan_split
 from yoloforge.model.zoo import build_model
 from yoloforge.settings import AugmentSettings
@@ -58,9 +60,10 @@ print(json.dumps({"ms_per_sample": (time.perf_counter() - start) / n * 1000}))
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30, help="timed pairs of steps (one per mode)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per mode")
     p.add_argument("--workers", type=int, default=-1, help="loader workers (-1: as the trainer plans)")
     p.add_argument("--threads", type=int, default=-1, help="torch threads (-1: as the trainer plans)")
+    p.add_argument("--nice", type=int, default=-1, help="CPU worker niceness (-1: the library's, 19)")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--reference", default="", help="python of an environment with ultralytics")
@@ -92,25 +95,26 @@ def timed(step: Callable[[Batch], None], batches: Iterator[Batch]) -> float:
     return time.perf_counter() - start
 
 
-def paired_steps(
-    step: Callable[[Batch], None], premade: list[Batch], fed: Iterator[Batch], pairs: int
-) -> tuple[list[float], list[float]]:
-    """Seconds per step of ``pairs`` pairs (pre-made step, loader step), after one warm-up pair.
+def alternating_blocks(
+    step: Callable[[Batch], None], premade: list[Batch], fed: Iterator[Batch], steps: int, settle: int
+) -> list[tuple[list[float], list[float]]]:
+    """Seconds per step in rounds of two blocks: ``settle`` + 4 pre-made steps, then ``settle`` + 4
+    loader steps; the first ``settle`` steps of a block are not kept. Rounds until ``steps``
+    loader steps are kept; returns (pre-made, loader) times per round.
 
-    Alternating step by step makes the machine's changing load (other processes) hit both modes
-    alike. It does not hide the loader's cost: taking a batch sends a worker the next one to
-    make, which takes far less than a step, so the workers' CPU use falls in the loader steps.
+    ``settle`` (at least the loader's prefetch depth) keeps the batches the workers still make
+    after a loader block out of the timed pre-made steps, and the ones made ahead during a
+    pre-made block out of the timed loader steps, so neither mode is charged for the other.
     """
     cycle = itertools.cycle(premade)
-    timed(step, cycle), timed(step, fed)
-    fixed, loaded = [], []
-    for i in range(pairs):
-        fixed.append(timed(step, cycle))
-        loaded.append(timed(step, fed))
-        if (i + 1) % 5 == 0:
-            print(f"pairs {i + 1}: pre-made {statistics.median(fixed):.3f} s/step, "
-                  f"loader {statistics.median(loaded):.3f} s/step", flush=True)  # fmt: skip
-    return fixed, loaded
+    rounds: list[tuple[list[float], list[float]]] = []
+    while 4 * len(rounds) < steps:
+        fixed = [timed(step, cycle) for _ in range(settle + 4)][settle:]
+        loaded = [timed(step, fed) for _ in range(settle + 4)][settle:]
+        rounds.append((fixed, loaded))
+        print(f"round {len(rounds)}: pre-made {statistics.median(fixed):.3f} s/step, "
+              f"loader {statistics.median(loaded):.3f} s/step", flush=True)  # fmt: skip
+    return rounds
 
 
 def loader_alone(loader: TrainLoader, n_batches: int) -> float:
@@ -155,21 +159,26 @@ def main() -> None:
     if args.reference:
         ms = reference_sample_ms(args.reference, str(config.train[0].parent), args.imgsz)
         print(f"reference sample: {ms:.1f} ms (its training dataset, same images)")
+    if args.nice >= 0:  # a benchmark-only override, to compare priorities
+        loader_module.CPU_WORKER_NICE = args.nice
     loader = build_train_loader(dataset, batch=args.batch, workers=workers, seed=0)
     premade = list(itertools.islice(iter(loader), 4))  # made by the same loader: the same work per step
 
     torch.manual_seed(0)
     model = build_model("yolov8", "n", nc=len(NAMES)).train()
     step = make_step(model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
-    fixed, loaded = paired_steps(step, premade, endless(loader), args.steps)
+    settle = max(1, workers * PREFETCH_BATCHES)  # batches a loader has in flight
+    rounds = alternating_blocks(step, premade, endless(loader), args.steps, settle)
 
-    t_fixed, t_fed = statistics.median(fixed), statistics.median(loaded)
-    ratio = statistics.median(b / a for a, b in zip(fixed, loaded, strict=True))
+    # the machine's load (other processes) may change between rounds but hardly within one
+    ratio = statistics.median(statistics.median(b) / statistics.median(a) for a, b in rounds)
+    t_fixed = statistics.median(t for a, _ in rounds for t in a)
+    t_fed = statistics.median(t for _, b in rounds for t in b)
     print(f"\nyolov8n imgsz={args.imgsz} batch={args.batch} torch_threads={threads} workers={workers} "
-          f"({args.steps} alternating pairs of steps, medians)")  # fmt: skip
+          f"nice={loader_module.worker_nice('cpu')} ({args.steps} steps per mode, medians)")  # fmt: skip
     print(f"pre-made tensors: {t_fixed:.3f} s/step  {args.batch / t_fixed:6.1f} images/s")
     print(f"real loader     : {t_fed:.3f} s/step  {args.batch / t_fed:6.1f} images/s")
-    print(f"slowdown        : {100 * (ratio - 1):+.1f}% (median of the pairs' ratios; target: at most +10%)")
+    print(f"slowdown        : {100 * (ratio - 1):+.1f}%  (median of the rounds' ratios; target <= +10%)")
     print(f"loader alone    : {loader_alone(loader, 10):.0f} images/s with {workers} workers")
 
 
