@@ -16,6 +16,10 @@ medians, so that a change in the machine's load (other processes) between rounds
 First it prints the cost of one augmented sample in this process and, with ``--reference``, the
 reference's cost for one sample of its training dataset on the same images; last, the loader
 alone (images/s with the same workers, no training).
+
+Measured (2 CPU cores shared with other jobs, so single rounds vary; 40 steps per mode):
+pre-made 1.336 s/step, loader 1.367 s/step, slowdown +3.5% with the default plan (2 workers at
+nice 19, 2 torch threads); +16.9% with ``--nice 0``. One sample: 5.1 ms, the reference 5.9 ms.
 """
 
 from __future__ import annotations

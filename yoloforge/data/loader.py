@@ -133,9 +133,9 @@ def plan_cpu(device: torch.device | str, requested_workers: int, batch: int) -> 
 
     On CUDA the step runs on the GPU: torch keeps its default threads. On CPU, the step keeps one
     thread per usable CPU and the workers share those CPUs at the lowest priority
-    (``worker_nice``). Measured with benchmarks/bench_loader.py: 2 cores, yolov8n, imgsz 320,
-    batch 16, 2 workers and 2 torch threads: +0-2% step time over pre-made batches (+8-19% with
-    workers at normal priority, +2-11% at nice 10).
+    (``worker_nice``). Measured with benchmarks/bench_loader.py (2 shared cores, yolov8n, imgsz 320,
+    batch 16, 2 workers, 2 torch threads): step time +3.5% over pre-made batches (-2% to +4% in
+    other runs) at nice 19; +8% to +19% with the workers at normal priority.
     """
     workers = loader_workers(requested_workers, batch)
     if torch.device(device).type == "cuda":
