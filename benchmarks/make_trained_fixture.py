@@ -3,7 +3,8 @@
     python benchmarks/make_trained_fixture.py [--out /tmp/fixture_run]
 
 Trains yolov8n from scratch on the demo data as the README's first command does, with more epochs
-and a larger image size (30 and 256, as the committed fixture was made), and copies its best.pt (fp16 EMA weights, about 6 MB) into the test fixtures, printing its metrics.
+and a larger image size (30 and 256, as the committed fixture was made), and copies its best.pt
+(fp16 EMA weights, about 6 MB) into the test fixtures.
 """
 
 from __future__ import annotations

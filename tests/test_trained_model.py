@@ -1,6 +1,7 @@
 """A model trained by yoloforge on the demo data, on images it has never seen.
 
-The fixture ``shapes_yolov8n.pt`` is best.pt of a longer README demo run (see benchmarks/make_trained_fixture.py).
+The fixture ``shapes_yolov8n.pt`` is best.pt of a longer README demo run
+(see benchmarks/make_trained_fixture.py).
 New images come from the demo generator with another seed.
 """
 
