@@ -42,3 +42,14 @@ def shapes_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from yoloforge.data.demo import ensure_shapes
 
     return ensure_shapes(tmp_path_factory.mktemp("shapes"), n_train=16, n_val=8)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions run faster on one thread than on two contended ones."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -43,12 +43,7 @@ CHECKPOINTS = {  # file stem: (family, size, nc)
 TOLERANCE = 1e-4  # max abs error relative to the largest reference magnitude
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

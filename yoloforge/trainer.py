@@ -109,7 +109,7 @@ class Trainer:
                 final_epoch = epoch + 1 == s.epochs
                 metrics, val_losses = self._validate_epoch(final_epoch)
                 row = self._record(epoch, time.time() - t0, train_losses, metrics, val_losses, lrs)
-                stop = self._after_epoch(epoch, metrics, time.time() - t0)
+                stop = self._after_epoch(epoch, metrics)
                 fire(self.callbacks, "on_epoch_end", self, row)
                 if stop:
                     break
@@ -348,7 +348,7 @@ class Trainer:
             results_csv.write_rows(self.save_dir / "results.csv", self.state.rows)
         return row
 
-    def _after_epoch(self, epoch: int, metrics, elapsed: float) -> bool:
+    def _after_epoch(self, epoch: int, metrics) -> bool:
         """Update best fitness, save last.pt / best.pt; True when training should stop early."""
         st = self.state
         fitness = metrics.fitness if metrics is not None else None
