@@ -126,7 +126,7 @@ def test_flip_boxes_hand_computed():
 
 def test_letterbox_labeled_pads_and_shifts():
     item = labeled(np.zeros((40, 80, 3), np.uint8), [[0, 0, 10, 10]])
-    out = letterbox_labeled(item, 80)
+    out = letterbox_labeled(item, (80, 80))
     assert out.image.shape == (80, 80, 3)
     assert (out.image[:20] == PAD_VALUE).all() and (out.image[20:60] == 0).all()
     np.testing.assert_allclose(out.boxes_xyxy, [[0, 20, 10, 30]])

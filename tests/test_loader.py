@@ -107,6 +107,42 @@ def test_sampler_partner_groups():
     assert all(k.partners == () for k in EpochSampler(10, partners=1))
 
 
+def test_rect_sampler_keeps_batches_whole():
+    def batches(epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+        sampler = EpochSampler(10, seed=1, rank=rank, world_size=world_size, rect_batch=3)
+        sampler.set_epoch(epoch)
+        order = [k.index for k in sampler]
+        assert len(order) == len(sampler)
+        return [order[i : i + 3] for i in range(0, len(order), 3)]
+
+    one = batches(0)
+    assert sorted(map(tuple, one)) == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)]
+    assert one[-1] == [9]  # the short batch stays last, where a loader's last chunk is
+    assert {tuple(b) for b in batches(0)} == {tuple(b) for b in batches(1)}
+    assert any(batches(e) != one for e in range(1, 6))  # the batch order changes with the epoch
+    ranks = [batches(0, r, 3) for r in range(3)]
+    assert [len(r) for r in ranks] == [2, 2, 2]  # 4 batches wrapped to 6: each rank gets 2
+    assert all(len(b) == 3 for r in ranks for b in r[:-1])
+    assert {tuple(b) for r in ranks for b in r} == {tuple(b) for b in one}
+
+
+def test_rect_training_batches(records):
+    ds = TrainDataset(records, 128, AugmentSettings(), rect=True, batch_size=2)
+    aspects = [r.shape[0] / r.shape[1] for r in ds.records]
+    assert aspects == sorted(aspects) and not ds.mosaic
+    assert ds.batch_shapes == [(64, 128), (128, 128), (128, 96)]  # wide, mixed (square), tall
+    loader = build_train_loader(ds, batch=2, workers=0, seed=0)
+    shapes = []
+    for batch in loader:
+        h, w = batch.images.shape[-2:]
+        shapes.append((h, w))
+        boxes = batch.boxes_xyxy
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    assert sorted(shapes) == sorted(ds.batch_shapes)
+    with pytest.raises(ValueError, match="batch"):
+        build_train_loader(ds, batch=3, workers=0)
+
+
 def test_a_batch_decodes_each_image_once(records, monkeypatch):
     decoded = []
     real = dataset_module.read_resized

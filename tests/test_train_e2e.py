@@ -197,3 +197,28 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_weights(shapes_small
     assert last["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert [int(r["epoch"]) for r in _rows(tmp_path / "n")] == [1]
+
+
+class _BatchShapes(Callback):
+    """Records the input shape of every training batch the loader gives."""
+
+    def on_train_start(self, trainer):
+        self.shapes = {tuple(b.images.shape[-2:]) for b in trainer.train_loader}
+
+
+def test_rect_training_uses_rectangular_batches(write_image, tmp_path):
+    data = tmp_path / "wide_tall"
+    for k in range(8):
+        hw = (48, 96) if k % 2 else (96, 48)  # wide and tall images, one box each
+        write_image(data / "images" / f"{k}.png", hw=hw, value=40 + 20 * k)
+        (data / "labels").mkdir(parents=True, exist_ok=True)
+        (data / "labels" / f"{k}.txt").write_text(f"{k % 2} 0.5 0.5 0.4 0.3\n")
+    config = data / "config.yaml"
+    config.write_text("path: .\ntrain: images\nval: images\nnames: [a, b]\n")
+    seen = _BatchShapes()
+    YOLO("yolov8n.yaml").train(
+        data=str(config), epochs=1, rect=True, project=str(tmp_path), name="rect",
+        callbacks=[seen], **{**TINY, "plots": False, "imgsz": 96},
+    )  # fmt: skip
+    assert seen.shapes == {(64, 96), (96, 64)}  # sorted by aspect: wide batches, then tall ones
+    assert len(_rows(tmp_path / "rect")) == 1

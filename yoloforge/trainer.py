@@ -180,7 +180,12 @@ class Trainer:
             seed=s.seed,
             cache_ram=cache_ram,
             fraction=s.fraction,
+            rect=s.rect,
+            batch_size=s.batch,
+            stride=int(self.model.stride.max()),
         )
+        if s.rect:
+            log.info("rect=True: rectangular training batches of similar aspect ratio, mosaic and mixup off")
         train_records = self.train_set.records
         self.val_set = ValDataset(val_records, imgsz=s.imgsz, batch_size=s.batch * 2, cache_ram=cache_ram)
         self.workers = self.cpu_plan.workers

@@ -62,9 +62,9 @@ def resize_long_side(image: np.ndarray, imgsz: int, shrink_interp: int = cv2.INT
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if r > 1 else shrink_interp)
 
 
-def letterbox_labeled(item: Labeled, imgsz: int) -> Labeled:
-    """Pad (and if needed resize) to imgsz x imgsz, centred; the path taken when mosaic is off."""
-    image, lb = letterbox(item.image, (imgsz, imgsz))
+def letterbox_labeled(item: Labeled, shape: tuple[int, int]) -> Labeled:
+    """Pad (and if needed resize) to ``shape`` (height, width), centred; the path without mosaic."""
+    image, lb = letterbox(item.image, shape)
     shift = np.array([lb.pad[0], lb.pad[1], lb.pad[0], lb.pad[1]], dtype=np.float32)
     boxes = item.boxes_xyxy * np.float32(lb.gain) + shift
     full = None if item.full_xyxy is None else item.full_xyxy * np.float32(lb.gain) + shift
@@ -267,17 +267,22 @@ def geometric(
     imgsz: int,
     aug: AugmentSettings,
     rng: np.random.Generator,
+    shape: tuple[int, int] | None = None,
 ) -> Labeled:
     """Mosaic of ``index`` and 3 images drawn from ``partners`` (probability ``aug.mosaic``), or
-    ``index`` letterboxed; then the random affine back to imgsz x imgsz.
+    ``index`` letterboxed; then the random affine back to imgsz x imgsz, or to ``shape``
+    (height, width) for rectangular batches, which never use mosaic.
     ``load(i)`` gives image i resized to imgsz; it may return shared arrays (nothing here writes
     into its inputs)."""
+    if shape is not None and aug.mosaic:
+        raise ValueError("rectangular training samples (shape=...) cannot use mosaic")
+    shape = shape or (imgsz, imgsz)
     if rng.random() < aug.mosaic:
         others = [int(partners[i]) for i in rng.integers(0, len(partners), size=3)]
         item = mosaic4([load(index)] + [load(i) for i in others], imgsz, rng)
     else:
-        item = letterbox_labeled(load(index), imgsz)
-    return random_affine(item, (imgsz, imgsz), aug, rng)
+        item = letterbox_labeled(load(index), shape)
+    return random_affine(item, shape, aug, rng)
 
 
 def augment(
@@ -287,11 +292,13 @@ def augment(
     imgsz: int,
     aug: AugmentSettings,
     rng: np.random.Generator,
+    shape: tuple[int, int] | None = None,
 ) -> Labeled:
     """One training sample: geometry, mixup with a second sample (probability ``aug.mixup``),
-    HSV and flips. Mosaic and mixup partners are drawn from ``partners`` (image indices)."""
-    item = geometric(load, index, partners, imgsz, aug, rng)
+    HSV and flips. Mosaic and mixup partners are drawn from ``partners`` (image indices);
+    ``shape`` makes a rectangular sample (see ``geometric``)."""
+    item = geometric(load, index, partners, imgsz, aug, rng, shape)
     if rng.random() < aug.mixup:
         other = int(partners[rng.integers(len(partners))])
-        item = mixup(item, geometric(load, other, partners, imgsz, aug, rng), rng)
+        item = mixup(item, geometric(load, other, partners, imgsz, aug, rng, shape), rng)
     return photometric_and_flips(item, aug, rng)

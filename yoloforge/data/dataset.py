@@ -8,6 +8,8 @@ dataset's own mosaic switch and partners from the whole dataset.
 
 ``ValDataset`` letterboxes without augmentation, in rectangular batches: images sorted by aspect
 ratio and each batch padded to the smallest stride-multiple shape that holds its images.
+``TrainDataset(rect=True)`` makes the same kind of batches for training (``rect=True``): no
+mosaic, each image letterboxed to its batch's shape before the random affine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RAM_SAFETY = 0.5  # keep 50% headroom over the estimate: the process needs memory for more than images
 VAL_RECT_PAD = 0.5  # half a stride of margin around rectangular validation batches (as the reference)
+TRAIN_RECT_PAD = 0.0  # rectangular training batches fit their images without margin (as the reference)
 RECENT_IMAGES = 64  # decoded images each process keeps for reuse as mosaic/mixup partners
 
 
@@ -124,11 +127,42 @@ def cache_images(
 
 
 # ---------------------------------------------------------------------------------------------
+# rectangular batches
+
+
+def aspect_order(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, sorted h/w aspects): the records sorted by aspect ratio, stable."""
+    aspects = np.array([r.shape[0] / r.shape[1] for r in records], dtype=np.float64)
+    order = np.argsort(aspects, kind="stable")
+    return order, aspects[order]
+
+
+def batch_shapes(
+    sorted_aspects: np.ndarray, batch_size: int, imgsz: int, stride: int, pad: float
+) -> list[tuple[int, int]]:
+    """(height, width) per batch of consecutive images: wide batches keep the width at imgsz,
+    tall ones the height; square when the batch holds both."""
+    shapes = []
+    for start in range(0, len(sorted_aspects), batch_size):
+        chunk = sorted_aspects[start : start + batch_size]
+        lo, hi = float(chunk.min()), float(chunk.max())
+        aspect = hi if hi < 1 else lo if lo > 1 else 1.0
+        shapes.append(rect_shape(aspect, imgsz, stride, pad))
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------
 # datasets
 
 
 class TrainDataset(Dataset):
-    """Augmented training samples, imgsz x imgsz."""
+    """Augmented training samples, imgsz x imgsz; with ``rect``, in rectangular batches.
+
+    With ``rect`` the records are reordered by aspect ratio (``self.records`` is that order) and
+    image i belongs to batch ``i // batch_size``, whose shape is ``input_shape(i)``; a sampler
+    must keep those batches together (``loader.EpochSampler(rect_batch=...)``). Mosaic and mixup
+    are off: they need square samples.
+    """
 
     def __init__(
         self,
@@ -138,11 +172,21 @@ class TrainDataset(Dataset):
         seed: int = 0,
         cache_ram: bool = False,
         fraction: float = 1.0,
+        rect: bool = False,
+        batch_size: int = 16,
+        stride: int = 32,
     ) -> None:
         if not records:
             raise ValueError("TrainDataset: no images to train on")
         self.records = take_fraction(records, fraction)
         self.imgsz = imgsz
+        self.rect, self.batch_size = rect, batch_size
+        self.batch_shapes: list[tuple[int, int]] = []
+        if rect:
+            order, aspects = aspect_order(self.records)
+            self.records = [self.records[i] for i in order]
+            self.batch_shapes = batch_shapes(aspects, batch_size, imgsz, stride, TRAIN_RECT_PAD)
+            augment = without_mosaic(augment)
         self.settings = augment
         self.seed = seed
         self.mosaic = augment.mosaic > 0  # switched off by close_mosaic()
@@ -184,7 +228,8 @@ class TrainDataset(Dataset):
         rng = np.random.default_rng((self.seed, key.epoch, key.index))
         settings = self.settings if key.mosaic else without_mosaic(self.settings)
         partners = key.partners or range(len(self))
-        item = augment(self.load, key.index, partners, self.imgsz, settings, rng)
+        shape = self.batch_shapes[key.index // self.batch_size] if self.rect else None
+        item = augment(self.load, key.index, partners, self.imgsz, settings, rng, shape)
         h, w = item.image.shape[:2]
         return Sample(
             image=item.image,
@@ -212,21 +257,12 @@ class ValDataset(Dataset):
         cache_ram: bool = False,
     ) -> None:
         self.imgsz, self.batch_size, self.stride, self.rect = imgsz, batch_size, stride, rect
-        aspects = np.array([r.shape[0] / r.shape[1] for r in records])  # h / w
-        order = np.argsort(aspects, kind="stable") if rect else np.arange(len(records))
-        self.records = [records[i] for i in order]
-        self.batch_shapes = self._batch_shapes(aspects[order]) if rect else []
+        self.records, self.batch_shapes = list(records), []
+        if rect and records:
+            order, aspects = aspect_order(records)
+            self.records = [records[i] for i in order]
+            self.batch_shapes = batch_shapes(aspects, batch_size, imgsz, stride, VAL_RECT_PAD)
         self.images = cache_images(self.records, imgsz, cv2.INTER_AREA, "val: ") if cache_ram else None
-
-    def _batch_shapes(self, sorted_aspects: np.ndarray) -> list[tuple[int, int]]:
-        """(height, width) per batch: wide batches keep the width at imgsz, tall ones the height."""
-        shapes = []
-        for start in range(0, len(sorted_aspects), self.batch_size):
-            chunk = sorted_aspects[start : start + self.batch_size]
-            lo, hi = float(chunk.min()), float(chunk.max())
-            aspect = hi if hi < 1 else lo if lo > 1 else 1.0
-            shapes.append(rect_shape(aspect, self.imgsz, self.stride, VAL_RECT_PAD))
-        return shapes
 
     def __len__(self) -> int:
         return len(self.records)

@@ -60,6 +60,10 @@ class EpochSampler(Sampler[SampleKey]):
     ``partners`` consecutive keys of this rank it belongs to (0: the whole dataset);
     ``build_train_loader`` makes these groups its batches (at least 16 images), so that a worker
     finds the partners among the images it has just decoded (``dataset.RECENT_IMAGES``).
+
+    ``rect_batch`` > 0 keeps the dataset's rectangular batches together (indices ``b*rect_batch``
+    onwards, see ``TrainDataset(rect=True)``): the order of the full batches is shuffled, the short
+    last batch stays last, and ranks take whole batches in turn.
     """
 
     def __init__(
@@ -70,11 +74,13 @@ class EpochSampler(Sampler[SampleKey]):
         rank: int = 0,
         world_size: int = 1,
         partners: int = 0,
+        rect_batch: int = 0,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world_size, self.partners = rank, world_size, partners
+        self.rect_batch = rect_batch
         self.epoch = 0
         self.mosaic = True
 
@@ -83,6 +89,8 @@ class EpochSampler(Sampler[SampleKey]):
 
     def order(self) -> np.ndarray:
         """(len(self),) image indices of this rank for the current epoch."""
+        if self.rect_batch:
+            return np.concatenate(self._rect_batches()[self.rank :: self.world_size])
         if self.shuffle:
             order = np.random.default_rng((self.seed, self.epoch)).permutation(self.size)
         else:
@@ -103,7 +111,20 @@ class EpochSampler(Sampler[SampleKey]):
             keys += [SampleKey(i, epoch, mosaic, group) for i in order[start:end]]
         return iter(keys)
 
+    def _rect_batches(self) -> list[np.ndarray]:
+        """Every rank's batches in turn, wrapped around so that each rank gets as many."""
+        starts = range(0, self.size, self.rect_batch)
+        batches = [np.arange(i, min(i + self.rect_batch, self.size)) for i in starts]
+        n_full = len(batches) - (self.size % self.rect_batch > 0)
+        if self.shuffle:
+            perm = np.random.default_rng((self.seed, self.epoch)).permutation(n_full)
+            batches[:n_full] = [batches[i] for i in perm]
+        total = math.ceil(len(batches) / self.world_size) * self.world_size
+        return [batches[i % len(batches)] for i in range(total)]  # the short batch stays last of its rank
+
     def __len__(self) -> int:
+        if self.rect_batch:
+            return sum(len(b) for b in self._rect_batches()[self.rank :: self.world_size])
         return math.ceil(self.size / self.world_size)
 
 
@@ -205,10 +226,13 @@ def build_train_loader(
     world_size: int = 1,
 ) -> TrainLoader:
     """A shuffled, epoch-aware loader; ``workers`` is capped by ``loader_workers``."""
-    partners = min(max(batch, MIN_PARTNERS), RECENT_IMAGES)
+    partners = 0 if dataset.rect else min(max(batch, MIN_PARTNERS), RECENT_IMAGES)
+    if dataset.rect and dataset.batch_size != batch:
+        raise ValueError(f"rectangular dataset made for batch {dataset.batch_size}, loader batch {batch}")
     sampler = EpochSampler(
-        len(dataset), seed, shuffle=True, rank=rank, world_size=world_size, partners=partners
-    )
+        len(dataset), seed, shuffle=True, rank=rank, world_size=world_size, partners=partners,
+        rect_batch=batch if dataset.rect else 0,
+    )  # fmt: skip
     sampler.mosaic = dataset.mosaic
     kwargs = _loader_kwargs(loader_workers(workers, batch), device)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **kwargs)
