@@ -2,10 +2,13 @@
 score both models' predictions with one external evaluator (pycocotools) and print wall times.
 
     python benchmarks/bench_train_vs_reference.py --epochs 30 --imgsz 256 --batch 16 \
-        [--peer /tmp/peer/bin/python] [--data shapes] [--out /tmp/bench_train]
+        [--seeds 0 1] [--peer /tmp/peer/bin/python] [--data shapes] [--out /tmp/bench_train]
 
 The reference runs only when a Python with ultralytics installed is given (``--peer`` or
-$YOLOFORGE_PEER_PYTHON); it is never imported here. Both train on the CPU of this machine.
+$YOLOFORGE_PEER_PYTHON); it is never imported here. Both train on the CPU of this machine, one
+after the other (run it on an otherwise idle machine: the times are compared). On a few hundred
+images one run's mAP50-95 varies by several points with the seed; give more seeds for a
+comparison of means.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+import numpy as np
 
 from yoloforge.coco import cocoeval, ground_truth
 from yoloforge.data.config import load_data_config
@@ -33,11 +38,11 @@ def run(cmd: list[str], log_file: Path, env: dict | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def train_ours(args, out: Path) -> tuple[float, Path]:
+def train_ours(args, out: Path, seed: int) -> tuple[float, Path]:
     common = ["project=" + str(out), "exist_ok=True", f"imgsz={args.imgsz}", f"batch={args.batch}"]
     wall = run(
         [sys.executable, "-m", "yoloforge", "train", f"data={args.data}", "model=yolov8n.yaml",
-         f"epochs={args.epochs}", "name=ours", f"seed={args.seed}", *common],
+         f"epochs={args.epochs}", "name=ours", f"seed={seed}", *common],
         out / "ours_train.log",
     )  # fmt: skip
     best = out / "ours" / "weights" / "best.pt"
@@ -62,12 +67,12 @@ best.val(data=data, imgsz=int(imgsz), batch=int(batch), save_json=True, project=
 """
 
 
-def train_reference(args, out: Path, data_yaml: Path) -> tuple[float, Path]:
+def train_reference(args, out: Path, data_yaml: Path, seed: int) -> tuple[float, Path]:
     script = out / "reference_train.py"
     script.write_text(textwrap.dedent(REFERENCE_SCRIPT))
     env = {**os.environ, "YOLO_OFFLINE": "1"}
     cmd = [args.peer, str(script), str(data_yaml), str(args.epochs), str(args.imgsz), str(args.batch),
-           str(args.seed), str(out)]  # fmt: skip
+           str(seed), str(out)]  # fmt: skip
     t0 = time.perf_counter()
     run(cmd, out / "reference.log", env)
     wall = time.perf_counter() - t0
@@ -96,38 +101,54 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--peer", default=os.environ.get("YOLOFORGE_PEER_PYTHON", ""))
     p.add_argument("--out", default="/tmp/bench_train")
     args = p.parse_args()
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if not args.peer:
+        print("reference not run: pass --peer /path/to/python-with-ultralytics")
 
     data = load_data_config(args.data)
     records = scan_split(data.val, data.names, prefix="val", progress=False).records
     gt = ground_truth(records, data.names)
 
-    ours_wall, ours_json = train_ours(args, out)
-    ours_train_hours = _train_hours(out / "ours_train.log")
-    ours = cocoeval(gt, json.loads(ours_json.read_text()))
-    rows = [("yoloforge", ours_train_hours * 3600 if ours_train_hours else ours_wall, ours)]
-    if args.peer:
-        ref_wall, ref_json = train_reference(args, out, data.yaml_file)
-        rows.append(("reference", ref_wall, cocoeval(gt, json.loads(ref_json.read_text()))))
-    else:
-        print("reference not run: pass --peer /path/to/python-with-ultralytics")
+    rows: list[tuple[str, int, float, dict]] = []  # (trainer, seed, train seconds, metrics)
+    for seed in args.seeds:
+        seed_out = out / f"seed{seed}"
+        seed_out.mkdir(parents=True, exist_ok=True)
+        wall, preds = train_ours(args, seed_out, seed)
+        hours = _train_hours(seed_out / "ours_train.log")
+        rows.append(("yoloforge", seed, hours * 3600 if hours else wall, cocoeval(gt, _load(preds))))
+        if args.peer:
+            wall, preds = train_reference(args, seed_out, data.yaml_file, seed)
+            rows.append(("reference", seed, wall, cocoeval(gt, _load(preds))))
+        _print_table(args, rows)
 
+
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text())
+
+
+def _print_table(args, rows: list[tuple[str, int, float, dict]]) -> None:
     print(
         f"\nyolov8n from scratch, data={args.data}, epochs={args.epochs}, imgsz={args.imgsz}, "
         f"batch={args.batch}, {os.cpu_count()} CPUs; mAP by pycocotools on each model's predictions.json"
     )
-    print(f"{'trainer':<10} {'train time':>11} {'mAP50-95':>9} {'mAP50':>7} {'mAP75':>7}")
-    for name, wall, m in rows:
-        print(f"{name:<10} {wall:>10.0f}s {m['map']:>9.4f} {m['map50']:>7.4f} {m['map75']:>7.4f}")
-    if len(rows) == 2:
-        speedup = rows[1][1] / rows[0][1]
-        verdict = "at least" if rows[0][2]["map"] >= rows[1][2]["map"] else "BELOW"
-        print(f"ours is {speedup:.2f}x the reference's speed; our mAP50-95 is {verdict} the reference's")
+    print(f"{'trainer':<10} {'seed':>4} {'train time':>11} {'mAP50-95':>9} {'mAP50':>7} {'mAP75':>7}")
+    for name, seed, wall, m in rows:
+        print(f"{name:<10} {seed:>4} {wall:>10.0f}s {m['map']:>9.4f} {m['map50']:>7.4f} {m['map75']:>7.4f}")
+    means = {}
+    for name in ("yoloforge", "reference"):
+        mine = [r for r in rows if r[0] == name]
+        if mine:
+            means[name] = (np.mean([r[2] for r in mine]), np.mean([r[3]["map"] for r in mine]), len(mine))
+            t, m, n = means[name]
+            print(f"{name:<10} mean of {n}: train time {t:.0f}s, mAP50-95 {m:.4f}")
+    if len(means) == 2 and means["yoloforge"][2] == means["reference"][2]:
+        speed = means["reference"][0] / means["yoloforge"][0]
+        verdict = "at least" if means["yoloforge"][1] >= means["reference"][1] else "BELOW"
+        print(f"ours trains {speed:.2f}x as fast as the reference; our mean mAP50-95 is {verdict} theirs")
 
 
 if __name__ == "__main__":
