@@ -6,7 +6,9 @@ import csv
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 COLUMNS = (
     "epoch",
@@ -25,6 +27,32 @@ COLUMNS = (
     "lr/pg1",
     "lr/pg2",
 )
+LOSS_NAMES = ("box", "cls", "dfl")
+
+
+def epoch_row(
+    epoch: int,
+    elapsed: float,
+    train_losses: Sequence[float],
+    box: Any | None,
+    val_losses: Sequence[float],
+    lrs: Sequence[float],
+) -> dict[str, float]:
+    """One row: ``epoch`` counted from 1, seconds since the start, the three mean training losses,
+    the box metrics (``metrics.DetMetrics.box``; None when this epoch was not validated: NaN),
+    the three validation losses and the lr of each parameter group."""
+    nan = float("nan")
+    return {
+        "epoch": epoch,
+        "time": elapsed,
+        **{f"train/{k}_loss": float(v) for k, v in zip(LOSS_NAMES, train_losses, strict=True)},
+        "metrics/precision(B)": box.mp if box else nan,
+        "metrics/recall(B)": box.mr if box else nan,
+        "metrics/mAP50(B)": box.map50 if box else nan,
+        "metrics/mAP50-95(B)": box.map if box else nan,
+        **{f"val/{k}_loss": float(v) for k, v in zip(LOSS_NAMES, val_losses, strict=True)},
+        **{f"lr/pg{k}": float(lr) for k, lr in enumerate(lrs)},
+    }
 
 
 def read_rows(path: str | Path) -> list[dict[str, float]]:

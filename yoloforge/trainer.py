@@ -67,6 +67,23 @@ class TrainState:
     rows: list[dict[str, float]] = field(default_factory=list)
     elapsed: float = 0.0  # seconds of training before this process (resume)
 
+    def update(self, epoch: int, fitness: float | None) -> bool:
+        """Epoch ``epoch`` (0-based) is done with this ``fitness`` (None: not validated);
+        True when it is the best so far (ties count: the later epoch wins)."""
+        self.epoch = epoch + 1
+        if fitness is None:
+            return False
+        improved = self.best_fitness is None or fitness >= self.best_fitness
+        if improved:
+            self.best_fitness, self.epochs_without_improvement = fitness, 0
+        else:
+            self.epochs_without_improvement += 1
+        return improved
+
+    def out_of_patience(self, patience: int) -> bool:
+        """True when ``patience`` > 0 validated epochs in a row brought no improvement."""
+        return patience > 0 and self.epochs_without_improvement >= patience
+
 
 class Trainer:
     def __init__(
@@ -333,21 +350,7 @@ class Trainer:
 
     def _record(self, epoch, elapsed, train_losses, metrics, val_losses, lrs) -> dict[str, float]:
         box = metrics.box if metrics is not None else None
-        row = {
-            "epoch": epoch + 1,
-            "time": elapsed,
-            "train/box_loss": float(train_losses[0]),
-            "train/cls_loss": float(train_losses[1]),
-            "train/dfl_loss": float(train_losses[2]),
-            "metrics/precision(B)": box.mp if box else float("nan"),
-            "metrics/recall(B)": box.mr if box else float("nan"),
-            "metrics/mAP50(B)": box.map50 if box else float("nan"),
-            "metrics/mAP50-95(B)": box.map if box else float("nan"),
-            "val/box_loss": float(val_losses[0]),
-            "val/cls_loss": float(val_losses[1]),
-            "val/dfl_loss": float(val_losses[2]),
-            **{f"lr/pg{k}": lr for k, lr in enumerate(lrs)},
-        }
+        row = results_csv.epoch_row(epoch + 1, elapsed, train_losses.tolist(), box, val_losses.tolist(), lrs)
         self.state.rows = [r for r in self.state.rows if r["epoch"] < epoch + 1] + [row]
         if self.is_main:
             results_csv.write_rows(self.save_dir / "results.csv", self.state.rows)
@@ -355,23 +358,16 @@ class Trainer:
 
     def _after_epoch(self, epoch: int, metrics) -> bool:
         """Update best fitness, save last.pt / best.pt; True when training should stop early."""
-        st = self.state
-        fitness = metrics.fitness if metrics is not None else None
-        improved = fitness is not None and (st.best_fitness is None or fitness >= st.best_fitness)
-        if improved:
-            st.best_fitness, st.epochs_without_improvement = fitness, 0
-        elif fitness is not None:
-            st.epochs_without_improvement += 1
-        st.epoch = epoch + 1
+        improved = self.state.update(epoch, metrics.fitness if metrics is not None else None)
         if self.is_main:
             self._save(epoch, improved)
         patience = self.settings.patience
-        if patience > 0 and st.epochs_without_improvement >= patience:
+        if self.state.out_of_patience(patience):
             log.info(
                 "Stopping training early: no improvement in the last %d epochs (best fitness %.4f). "
                 "Set patience=0 to train all epochs.",
                 patience,
-                st.best_fitness or 0.0,
+                self.state.best_fitness or 0.0,
             )
             return True
         return False
