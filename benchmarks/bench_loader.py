@@ -39,7 +39,14 @@ from yoloforge.data import loader as loader_module
 from yoloforge.data.config import load_data_config
 from yoloforge.data.dataset import TrainDataset
 from yoloforge.data.demo import NAMES, ensure_shapes
-from yoloforge.data.loader import PREFETCH_BATCHES, EpochSampler, TrainLoader, build_train_loader, plan_cpu
+from yoloforge.data.loader import (
+    PARTNER_WINDOW,
+    PREFETCH_BATCHES,
+    EpochSampler,
+    TrainLoader,
+    build_train_loader,
+    plan_cpu,
+)
 from yoloforge.data.scan import scan_split
 from yoloforge.model.zoo import build_model
 from yoloforge.settings import AugmentSettings
@@ -134,7 +141,7 @@ def loader_alone(loader: TrainLoader, n_batches: int) -> float:
 def sample_ms(dataset: TrainDataset, batch: int, n: int = 64) -> float:
     """Milliseconds per sample, keys (and so mosaic partners) as the training loader makes them."""
     cv2.setNumThreads(0)  # as in a worker
-    sampler = EpochSampler(len(dataset), seed=1, partners=batch)
+    sampler = EpochSampler(len(dataset), seed=1, batch=batch, window=PARTNER_WINDOW)
     keys = list(itertools.islice(iter(sampler), n))
     start = time.perf_counter()
     for key in keys:

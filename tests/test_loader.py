@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -97,14 +98,20 @@ def test_sampler_ranks_share_one_order():
         EpochSampler(10, rank=3, world_size=3)
 
 
-def test_sampler_partner_groups():
-    sampler = EpochSampler(10, seed=0, partners=4)
+def test_sampler_partner_windows():
+    """Batch b draws partners from itself and the batches b-2, b-4, ... its worker made before."""
+    sampler = EpochSampler(22, seed=0, batch=4, window=12, lanes=2)
     keys = list(sampler)
     order = [k.index for k in keys]
-    assert [k.partners for k in keys[:4]] == [tuple(order[:4])] * 4
-    assert keys[4].partners == tuple(order[4:8])
-    assert [k.partners for k in keys[8:]] == [tuple(order[6:10])] * 2  # short last group borrows
-    assert all(k.partners == () for k in EpochSampler(10, partners=1))
+    batches = [order[i : i + 4] for i in range(0, 22, 4)]  # the last one is short (2 images)
+    for b, batch in enumerate(batches):
+        window = [i for k in range(max(b - 4, b % 2), b + 1, 2) for i in batches[k]]
+        assert all(keys[order.index(i)].partners == tuple(window) for i in batch)
+    assert keys[0].partners == tuple(batches[0])  # an epoch's first batch: just itself
+    assert len(keys[-1].partners) == 4 + 4 + 2  # batches 1, 3 and the short 5
+    assert all(k.partners == () for k in EpochSampler(10, batch=4))  # window 0: the whole dataset
+    with pytest.raises(ValueError, match="lanes"):
+        EpochSampler(10, lanes=0)
 
 
 def test_rect_sampler_keeps_batches_whole():
@@ -153,6 +160,40 @@ def test_a_batch_decodes_each_image_once(records, monkeypatch):
     loader = build_train_loader(ds, batch=len(records), workers=0)
     (batch,) = list(loader)
     assert len(decoded) == len(records) and len(batch) == len(records)
+
+
+class DecodeLog(TrainDataset):
+    """Appends the index of every image it decodes to a file named after its process."""
+
+    log_dir: Path
+
+    def _image(self, index: int) -> np.ndarray:
+        import os
+
+        if index not in self._recent:
+            with open(self.log_dir / f"{os.getpid()}.txt", "a") as f:
+                f.write(f"{index}\n")
+        return super()._image(index)
+
+
+def test_partners_come_from_images_the_worker_decoded(tmp_path):
+    """Two workers, 32 images, batches of 4: each image is decoded once per epoch, yet mosaics
+    draw from all the batches their worker made this epoch (up to 128 images)."""
+    records = make_records(tmp_path / "images", [(40, 48)] * 32)
+    ds = DecodeLog(records, 64, AugmentSettings(mixup=0.5), seed=1)
+    ds.log_dir = tmp_path
+    loader = build_train_loader(ds, batch=4, workers=2, seed=0)
+    lanes = max(loader.loader.num_workers, 1)  # 2, or fewer on a machine with fewer CPUs
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        assert sum(len(b) for b in loader) == 32
+        logs = [f.read_text().split() for f in tmp_path.glob("*.txt")]
+        assert len(logs) == lanes
+        counts = Counter(sum(logs, []))
+        assert set(counts) == {str(i) for i in range(32)}
+        assert max(counts.values()) == epoch + 1  # (a few stay decoded from one epoch to the next)
+    windows = {len(k.partners) for k in loader.sampler}
+    assert windows == {4 * k for k in range(1, 8 // lanes + 1)}  # grows batch by batch in each worker
 
 
 class NiceProbe(ValDataset):
@@ -232,18 +273,22 @@ def test_close_mosaic_reaches_persistent_workers(records):
             np.testing.assert_array_equal(batch.images[i].permute(1, 2, 0).numpy(), plain[path])
 
 
-def test_batches_do_not_depend_on_the_worker_count(records):
+def test_batches_repeat_for_the_same_worker_count(records):
+    """Samples are a pure function of (seed, epoch, workers): the worker count decides which
+    images each batch's mosaics may draw from, nothing else."""
     ds = TrainDataset(records, 64, AugmentSettings(degrees=5, mixup=0.5), seed=3)
     runs = []
-    for workers in (0, 2):
-        loader = build_train_loader(ds, batch=4, workers=workers, seed=3)
+    for workers in (0, 0, 2, 2):
+        loader = build_train_loader(ds, batch=2, workers=workers, seed=3)
         loader.set_epoch(2)
         runs.append(list(loader))
-    assert len(runs[0]) == len(runs[1]) == 2
-    for a, b in zip(*runs, strict=True):
-        assert a.paths == b.paths
-        assert torch.equal(a.images, b.images) and torch.equal(a.boxes_xyxy, b.boxes_xyxy)
-        assert torch.equal(a.batch_idx, b.batch_idx)
+    for one, other in (runs[:2], runs[2:]):
+        assert len(one) == len(other) == 3
+        for a, b in zip(one, other, strict=True):
+            assert a.paths == b.paths
+            assert torch.equal(a.images, b.images) and torch.equal(a.boxes_xyxy, b.boxes_xyxy)
+            assert torch.equal(a.batch_idx, b.batch_idx)
+    assert [a.paths for a in runs[0]] == [b.paths for b in runs[2]]  # the order does not change
 
 
 def test_fraction_takes_the_first_records(records):

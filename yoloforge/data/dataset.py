@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 RAM_SAFETY = 0.5  # keep 50% headroom over the estimate: the process needs memory for more than images
 VAL_RECT_PAD = 0.5  # half a stride of margin around rectangular validation batches (as the reference)
 TRAIN_RECT_PAD = 0.0  # rectangular training batches fit their images without margin (as the reference)
-RECENT_IMAGES = 64  # decoded images each process keeps for reuse as mosaic/mixup partners
+RECENT_IMAGES = 64  # decoded images a process keeps for reuse as partners (the loader sets more)
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class SampleKey:
     """Which sample to make: image ``index`` in ``epoch``, with or without mosaic.
 
     ``partners``: the images mosaic and mixup draw from; () means the whole dataset. The
-    sampler passes the images of the same batch, so that a worker decodes each image once and
-    takes the partners from its recent images (as the reference draws them from a buffer of
-    recently loaded images).
+    sampler passes the images of this batch and of the worker's recent batches, so that a worker
+    decodes each image once and finds the partners among its recent images (as the reference
+    draws them from a buffer of recently loaded images).
     """
 
     index: int
@@ -194,6 +194,7 @@ class TrainDataset(Dataset):
             cache_images(self.records, imgsz, cv2.INTER_LINEAR, "train: ", fast=True) if cache_ram else None
         )
         self._recent: OrderedDict[int, np.ndarray] = OrderedDict()  # this process's, oldest first
+        self.recent_capacity = RECENT_IMAGES  # images kept in _recent
 
     def __len__(self) -> int:
         return len(self.records)
@@ -218,15 +219,23 @@ class TrainDataset(Dataset):
         if image is None:
             image = read_resized(self.records[index], self.imgsz, cv2.INTER_LINEAR, fast=True)
         self._recent[index] = image  # (re)inserted as the most recent
-        if len(self._recent) > RECENT_IMAGES:
+        if len(self._recent) > self.recent_capacity:
             self._recent.popitem(last=False)
         return image
+
+    def _keep_recent(self, window: Sequence[int]) -> None:
+        """Forget recent images outside ``window``: the sampler's windows only move forward."""
+        wanted = set(window)
+        for index in [i for i in self._recent if i not in wanted]:
+            del self._recent[index]
 
     def __getitem__(self, key: int | SampleKey) -> Sample:
         if not isinstance(key, SampleKey):
             key = SampleKey(int(key), 0, self.mosaic)
         rng = np.random.default_rng((self.seed, key.epoch, key.index))
         settings = self.settings if key.mosaic else without_mosaic(self.settings)
+        if key.partners and key.mosaic:
+            self._keep_recent(key.partners)
         partners = key.partners or range(len(self))
         shape = self.batch_shapes[key.index // self.batch_size] if self.rect else None
         item = augment(self.load, key.index, partners, self.imgsz, settings, rng, shape)
