@@ -3,7 +3,7 @@
 ``TrainDataset`` augments (``augment.py``). Indexing with a ``SampleKey`` (what
 ``loader.EpochSampler`` yields) carries the epoch, the mosaic switch and the mosaic partners into
 worker processes, persistent ones included; a sample is a pure function of the key and the seed,
-so runs repeat whatever the number of loader workers. A plain ``int`` means epoch 0, the
+so a run repeats exactly with the same number of loader workers. A plain ``int`` means epoch 0, the
 dataset's own mosaic switch and partners from the whole dataset.
 
 ``ValDataset`` letterboxes without augmentation, in rectangular batches: images sorted by aspect

@@ -2,10 +2,11 @@
 
 Workers run on every device, CPU included, so augmentation overlaps the training step. The
 training order and the mosaic switch live in ``EpochSampler``, which runs in the main process and
-hands each worker a ``SampleKey(index, epoch, mosaic)``; call ``TrainLoader.set_epoch(epoch)``
-(and ``close_mosaic()`` for the last epochs) before iterating and the change reaches persistent
-workers at once. Augmentation randomness comes from (seed, epoch, index), not from the worker, so a
-run repeats with any number of workers. On CPU the workers run at the lowest priority
+hands each worker a ``SampleKey(index, epoch, mosaic, partners)``; call
+``TrainLoader.set_epoch(epoch)`` (and ``close_mosaic()`` for the last epochs) before iterating and
+the change reaches persistent workers at once. Augmentation randomness comes from (seed, epoch,
+index), not from the worker, so a run repeats exactly; the number of workers changes only which
+images a mosaic may draw from (the worker's recent ones). On CPU the workers run at the lowest priority
 (``worker_nice``), so they use the time the training step leaves instead of stalling it.
 """
 
