@@ -2,13 +2,15 @@
 score both models' predictions with one external evaluator (pycocotools) and print wall times.
 
     python benchmarks/bench_train_vs_reference.py --epochs 30 --imgsz 256 --batch 16 \
-        [--seeds 0 1] [--peer /tmp/peer/bin/python] [--data shapes] [--out /tmp/bench_train]
+        [--seeds 0 1] [--peer /tmp/peer/bin/python] [--data shapes] [--out /tmp/bench_train] [--reuse]
 
 The reference runs only when a Python with ultralytics installed is given (``--peer`` or
 $YOLOFORGE_PEER_PYTHON); it is never imported here. Both train on the CPU of this machine, one
 after the other (run it on an otherwise idle machine: the times are compared). On a few hundred
 images one run's mAP50-95 varies by several points with the seed; give more seeds for a
-comparison of means.
+comparison of means. ``--reuse`` takes a reference run already in --out (its log and
+predictions.json, from an earlier run of this script) instead of training it again: the reference
+does not change between our commits.
 """
 
 from __future__ import annotations
@@ -69,13 +71,18 @@ best.val(data=data, imgsz=int(imgsz), batch=int(batch), save_json=True, project=
 
 def train_reference(args, out: Path, data_yaml: Path, seed: int) -> tuple[float, Path]:
     script = out / "reference_train.py"
-    script.write_text(textwrap.dedent(REFERENCE_SCRIPT))
-    env = {**os.environ, "YOLO_OFFLINE": "1"}
-    cmd = [args.peer, str(script), str(data_yaml), str(args.epochs), str(args.imgsz), str(args.batch),
-           str(seed), str(out)]  # fmt: skip
-    t0 = time.perf_counter()
-    run(cmd, out / "reference.log", env)
-    wall = time.perf_counter() - t0
+    done = (out / "ref_val" / "predictions.json").exists() and (out / "reference.log").exists()
+    wall = float("nan")
+    if not (args.reuse and done):
+        script.write_text(textwrap.dedent(REFERENCE_SCRIPT))
+        env = {**os.environ, "YOLO_OFFLINE": "1"}
+        cmd = [args.peer, str(script), str(data_yaml), str(args.epochs), str(args.imgsz), str(args.batch),
+               str(seed), str(out)]  # fmt: skip
+        t0 = time.perf_counter()
+        run(cmd, out / "reference.log", env)
+        wall = time.perf_counter() - t0
+    else:
+        print(f"seed {seed}: reusing the reference run in {out}")
     # its wall time includes its final validation; subtract what it reports for training alone
     train_hours = _train_hours(out / "reference.log")
     preds = json.loads((out / "ref_val" / "predictions.json").read_text())
@@ -104,9 +111,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--peer", default=os.environ.get("YOLOFORGE_PEER_PYTHON", ""))
     p.add_argument("--out", default="/tmp/bench_train")
+    p.add_argument("--reuse", action="store_true", help="reuse reference runs already in --out")
     args = p.parse_args()
     out = Path(args.out).resolve()
-    if not args.peer:
+    if not (args.peer or args.reuse):
         print("reference not run: pass --peer /path/to/python-with-ultralytics")
 
     data = load_data_config(args.data)
@@ -120,7 +128,7 @@ def main() -> None:
         wall, preds = train_ours(args, seed_out, seed)
         hours = _train_hours(seed_out / "ours_train.log")
         rows.append(("yoloforge", seed, hours * 3600 if hours else wall, cocoeval(gt, _load(preds))))
-        if args.peer:
+        if args.peer or args.reuse:
             wall, preds = train_reference(args, seed_out, data.yaml_file, seed)
             rows.append(("reference", seed, wall, cocoeval(gt, _load(preds))))
         _print_table(args, rows)
