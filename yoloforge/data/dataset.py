@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 RAM_SAFETY = 0.5  # keep 50% headroom over the estimate: the process needs memory for more than images
 VAL_RECT_PAD = 0.5  # half a stride of margin around rectangular validation batches (as the reference)
 TRAIN_RECT_PAD = 0.0  # rectangular training batches fit their images without margin (as the reference)
-RECENT_IMAGES = 64  # decoded images a process keeps for reuse as partners (the loader sets more)
+RECENT_IMAGES = 64  # decoded images a process keeps at least for reuse as partners
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class TrainDataset(Dataset):
             cache_images(self.records, imgsz, cv2.INTER_LINEAR, "train: ", fast=True) if cache_ram else None
         )
         self._recent: OrderedDict[int, np.ndarray] = OrderedDict()  # this process's, oldest first
-        self.recent_capacity = RECENT_IMAGES  # images kept in _recent
+        self._recent_limit = RECENT_IMAGES  # grows to the sampler's partner window
 
     def __len__(self) -> int:
         return len(self.records)
@@ -219,13 +219,14 @@ class TrainDataset(Dataset):
         if image is None:
             image = read_resized(self.records[index], self.imgsz, cv2.INTER_LINEAR, fast=True)
         self._recent[index] = image  # (re)inserted as the most recent
-        if len(self._recent) > self.recent_capacity:
+        if len(self._recent) > self._recent_limit:
             self._recent.popitem(last=False)
         return image
 
     def _keep_recent(self, window: Sequence[int]) -> None:
-        """Forget recent images outside ``window``: the sampler's windows only move forward."""
+        """Keep exactly the recent images in ``window`` (the sampler's windows only move forward)."""
         wanted = set(window)
+        self._recent_limit = max(RECENT_IMAGES, len(wanted))
         for index in [i for i in self._recent if i not in wanted]:
             del self._recent[index]
 

@@ -63,7 +63,7 @@ class EpochSampler(Sampler[SampleKey]):
     their partners from ``b`` itself and the batches before it that the same loader worker makes
     (``b - lanes``, ``b - 2 * lanes``, ...; a DataLoader deals batches to its ``lanes`` workers in
     turn), as many as hold about ``window`` images. A worker finds them all among the images it
-    decoded recently (``TrainDataset.recent_capacity``), and a batch mixes ~``window`` images rather
+    decoded recently (``TrainDataset`` keeps the window decoded), and a batch mixes ~``window`` images rather
     than its own 16 (the reference draws from a buffer of ~128 recent images; partners from the
     batch alone trained measurably worse). ``window`` = 0: partners from the whole dataset. The
     window only looks back within the epoch, so an epoch's first batches have fewer partners.
@@ -251,7 +251,6 @@ def build_train_loader(
         rect_batch=batch if dataset.rect else 0, batch=batch, window=window, lanes=max(workers, 1),
     )  # fmt: skip
     sampler.mosaic = dataset.mosaic
-    dataset.recent_capacity = window + batch  # every partner of a batch is still decoded in its worker
     kwargs = _loader_kwargs(workers, device)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **kwargs)
     return TrainLoader(dataset, sampler, loader)
