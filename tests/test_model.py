@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from yoloforge.model.detector import DetectionModel
+from yoloforge.model.keymap import map_reference_key
 from yoloforge.model.summary import count_gflops, count_parameters
 from yoloforge.model.zoo import MODEL_NAMES, build_model, parse_model_name
 
@@ -219,3 +222,30 @@ def test_fuse_keeps_outputs_and_is_idempotent(family):
         scale = before[:, sl].abs().max()
         assert (after[:, sl] - before[:, sl]).abs().max() / scale < 1e-4
     assert torch.equal(after, again)
+
+
+INITIAL_WEIGHTS = Path(__file__).parent / "fixtures" / "reference" / "initial_weights.json"
+
+
+@pytest.mark.parametrize("case", json.loads(INITIAL_WEIGHTS.read_text())["models"], ids=lambda c: c["model"])
+def test_seeded_model_starts_from_the_reference_initial_weights(case):
+    """The fixture was written by the reference (benchmarks/make_reference_init_fixture.py)."""
+    torch.manual_seed(case["seed"])
+    model = build_model(*parse_model_name(case["model"]), nc=case["nc"])
+    state = model.state_dict()
+    for ref_key, expected in case["tensors"].items():
+        ours = state[map_reference_key(model, ref_key)].double()
+        assert ours.flatten()[:3].tolist() == pytest.approx(expected["first"], abs=1e-7), ref_key
+        assert ours.sum().item() == pytest.approx(expected["sum"], abs=1e-4), ref_key
+
+
+def test_building_a_model_draws_from_the_global_rng_only_in_the_reference_order():
+    torch.manual_seed(5)
+    a = build_model("yolo11", "n", nc=2).state_dict()
+    after_a = torch.rand(1)
+    torch.manual_seed(5)
+    b = build_model("yolo11", "n", nc=2).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(torch.rand(1), after_a)  # the same number of draws each time
+    c = build_model("yolo11", "n", nc=2).state_dict()  # a later state: other weights
+    assert not torch.equal(a["backbone.stem.conv.weight"], c["backbone.stem.conv.weight"])

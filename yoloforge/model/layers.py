@@ -120,6 +120,14 @@ class C3k(nn.Module):
         self.merge_conv = ConvBnAct(2 * hidden, ch)
         self.bottlenecks = nn.Sequential(*(Bottleneck(hidden, shortcut, (kernel, kernel)) for _ in range(n)))
 
+    def draw_order(self) -> list[nn.Module | torch.Size]:
+        """The order of the reference's initial draws (``model/init.py``): its C3k builds the
+        three convs, then the bottlenecks of the C3 it extends (a 1x1 and a 3x3 conv each, later
+        replaced), then its own bottlenecks."""
+        c = self.main_conv.conv.out_channels
+        discarded = [torch.Size((c, c, 1, 1)), torch.Size((c, c, 3, 3))] * len(self.bottlenecks)
+        return [self.main_conv, self.skip_conv, self.merge_conv, *discarded, self.bottlenecks]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.merge_conv(torch.cat((self.bottlenecks(self.main_conv(x)), self.skip_conv(x)), 1))
 
@@ -143,6 +151,14 @@ class C3k2(C2f):
         if self.use_c3k:
             return C3k(self.hidden, 2, shortcut)
         return Bottleneck(self.hidden, shortcut, expand=0.5)  # unlike C2f's, a narrower middle
+
+    def draw_order(self) -> list[nn.Module | torch.Size]:
+        """The order of the reference's initial draws (``model/init.py``): its C3k2 builds the
+        outer convs, then the C2f bottlenecks it inherits (two 3x3 convs each, later replaced),
+        then its own inner blocks."""
+        c = self.hidden
+        discarded = [torch.Size((c, c, 3, 3))] * (2 * self.repeats)
+        return [self.split_conv, self.merge_conv, *discarded, self.inner]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", c3k={self.use_c3k}, expand={self.expand:g}"

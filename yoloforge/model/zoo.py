@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from yoloforge.model.detector import DetectionModel
+import torch
+
+from yoloforge.model.detector import STRIDES, DetectionModel
+from yoloforge.model.init import draw_initial_weights
 from yoloforge.model.scale import Scale
 from yoloforge.model.yolo11 import build_yolo11
 from yoloforge.model.yolov8 import build_yolov8
@@ -52,9 +55,16 @@ def parse_model_name(name: str) -> tuple[str, str]:
 
 
 def build_model(family: str, size: str, nc: int = 80) -> DetectionModel:
-    """An untrained detector, e.g. ``build_model("yolov8", "n", nc=3)``."""
+    """An untrained detector, e.g. ``build_model("yolov8", "n", nc=3)``.
+
+    Its initial weights come from the global torch RNG, drawn as the reference draws them: after
+    ``torch.manual_seed(s)`` it starts from the reference's initial weights for seed s.
+    """
     if family not in SIZES or size not in SIZES[family]:
         raise ValueError(f"unknown model {family}{size}: use one of {', '.join(MODEL_NAMES)}")
     if nc < 1:
         raise ValueError(f"nc={nc}: the number of classes must be at least 1")
-    return BUILDERS[family](size, SIZES[family][size], nc)
+    with torch.random.fork_rng(devices=[]):  # construction's own draws are thrown away ...
+        model = BUILDERS[family](size, SIZES[family][size], nc)
+    draw_initial_weights(model, STRIDES)  # ... and the weights drawn in the reference's order
+    return model
