@@ -6,11 +6,14 @@ score both models' predictions with one external evaluator (pycocotools) and pri
 
 The reference runs only when a Python with ultralytics installed is given (``--peer`` or
 $YOLOFORGE_PEER_PYTHON); it is never imported here. Both train on the CPU of this machine, one
-after the other (run it on an otherwise idle machine: the times are compared). On a few hundred
-images one run's mAP50-95 varies by several points with the seed; give more seeds for a
-comparison of means. ``--reuse`` takes a reference run already in --out (its log and
-predictions.json, from an earlier run of this script) instead of training it again: the reference
-does not change between our commits.
+after the other (run it on an otherwise idle machine: the times are compared). For a seed both
+start from the same initial weights (yoloforge draws them in the reference's order,
+``yoloforge/model/init.py``), so each seed is a paired comparison of trainer and augmentation. On
+a few hundred images a run's mAP50-95 still moves by about 0.01 with float-level differences (the
+same start at 1 or 2 torch threads gave 0.835 and 0.845); give several seeds and compare means.
+``--reuse`` takes a reference run already in --out (its log and predictions.json, from an earlier
+run of this script) instead of training it again: the reference does not change between our
+commits.
 """
 
 from __future__ import annotations
