@@ -12,8 +12,8 @@ more than two trainers differ, so trainers are only compared fairly from the sam
 starting point a seed gave them.
 
 A module whose draws do not follow its children's order says so with ``draw_order()``: the
-modules and discarded weight shapes, in the order the reference draws them. The one such module
-is YOLO11's C3k2, which first builds the bottlenecks of the C2f it extends, then replaces them.
+modules and discarded weight shapes, in the order the reference draws them. YOLO11's C3k2 and
+C3k do: each first builds the bottlenecks of the block it extends (C2f, C3), then replaces them.
 """
 
 from __future__ import annotations
