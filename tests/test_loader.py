@@ -107,8 +107,18 @@ def test_sampler_partner_windows():
     for b, batch in enumerate(batches):
         window = [i for k in range(max(b - 4, b % 2), b + 1, 2) for i in batches[k]]
         assert all(keys[order.index(i)].partners == tuple(window) for i in batch)
-    assert keys[0].partners == tuple(batches[0])  # an epoch's first batch: just itself
+    assert keys[0].partners == tuple(batches[0])  # the first epoch's first batch: just itself
     assert len(keys[-1].partners) == 4 + 4 + 2  # batches 1, 3 and the short 5
+    # later epochs reach back into the previous epoch's batches of the same worker
+    sampler.set_epoch(1)
+    keys1 = list(sampler)
+    order1 = [k.index for k in keys1]
+    batches1 = [order1[i : i + 4] for i in range(0, 22, 4)]
+    for b, batch in enumerate(batches1):
+        lane = [batches[k] for k in range(b % 2, 6, 2)] + [batches1[k] for k in range(b % 2, b + 1, 2)]
+        window = tuple(dict.fromkeys(i for chunk in lane[-3:] for i in chunk))
+        assert all(keys1[order1.index(i)].partners == window for i in batch)
+    assert keys1[0].partners[:8] == tuple(batches[2] + batches[4])  # worker 0's last two of epoch 0
     assert all(k.partners == () for k in EpochSampler(10, batch=4))  # window 0: the whole dataset
     with pytest.raises(ValueError, match="lanes"):
         EpochSampler(10, lanes=0)
@@ -192,8 +202,11 @@ def test_partners_come_from_images_the_worker_decoded(tmp_path):
         counts = Counter(sum(logs, []))
         assert set(counts) == {str(i) for i in range(32)}
         assert max(counts.values()) == epoch + 1  # (a few stay decoded from one epoch to the next)
+    loader.set_epoch(0)
     windows = {len(k.partners) for k in loader.sampler}
     assert windows == {4 * k for k in range(1, 8 // lanes + 1)}  # grows batch by batch in each worker
+    loader.set_epoch(1)  # then starts from the worker's images of the epoch before
+    assert min(len(k.partners) for k in loader.sampler) > 32 // lanes
 
 
 class NiceProbe(ValDataset):

@@ -66,7 +66,9 @@ class EpochSampler(Sampler[SampleKey]):
     decoded recently (``TrainDataset`` keeps the window decoded), and a batch mixes ~``window`` images rather
     than its own 16 (the reference draws from a buffer of ~128 recent images; partners from the
     batch alone trained measurably worse). ``window`` = 0: partners from the whole dataset. The
-    window only looks back within the epoch, so an epoch's first batches have fewer partners.
+    window reaches back into the previous epoch's batches of the same worker (a DataLoader deals
+    every epoch's first batch to worker 0), so only the first epoch starts with a small window; the
+    previous epoch's order follows from (seed, epoch - 1), so a resumed run draws the same windows.
 
     ``rect_batch`` > 0 keeps the dataset's rectangular batches together (indices ``b*rect_batch``
     onwards, see ``TrainDataset(rect=True)``): the order of the full batches is shuffled, the short
@@ -99,12 +101,13 @@ class EpochSampler(Sampler[SampleKey]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def order(self) -> np.ndarray:
-        """(len(self),) image indices of this rank for the current epoch."""
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """(len(self),) image indices of this rank for ``epoch`` (default: the current epoch)."""
+        epoch = self.epoch if epoch is None else epoch
         if self.rect_batch:
-            return np.concatenate(self._rect_batches()[self.rank :: self.world_size])
+            return np.concatenate(self._rect_batches(epoch)[self.rank :: self.world_size])
         if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.size)
+            order = np.random.default_rng((self.seed, epoch)).permutation(self.size)
         else:
             order = np.arange(self.size)
         total = len(self) * self.world_size
@@ -113,34 +116,45 @@ class EpochSampler(Sampler[SampleKey]):
 
     def __iter__(self) -> Iterator[SampleKey]:
         epoch, mosaic = self.epoch, self.mosaic  # read once: the whole epoch sees the same values
-        order = self.order().tolist()
-        batches = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        batches = self.batches(epoch)
+        previous = self.batches(epoch - 1) if self.window and epoch > 0 else []
         keys: list[SampleKey] = []
         for b, indices in enumerate(batches):
-            partners = self.partner_window(batches, b) if self.window else ()
+            partners = self.partner_window(batches, b, previous) if self.window else ()
             keys += [SampleKey(i, epoch, mosaic, partners) for i in indices]
         return iter(keys)
 
-    def partner_window(self, batches: list[list[int]], b: int) -> tuple[int, ...]:
-        """Images of batch ``b`` and of the earlier batches of its worker, about ``window`` in all."""
-        depth = max(1, round(self.window / self.batch))  # batches in the window
-        first = max(b - (depth - 1) * self.lanes, b % self.lanes)
-        return tuple(i for k in range(first, b + 1, self.lanes) for i in batches[k])
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of image indices in ``epoch``."""
+        order = self.order(epoch).tolist()
+        return [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
 
-    def _rect_batches(self) -> list[np.ndarray]:
+    def partner_window(
+        self, batches: list[list[int]], b: int, previous: Sequence[list[int]] = ()
+    ) -> tuple[int, ...]:
+        """Images of batch ``b`` and of the batches its worker made before it, this epoch and then
+        ``previous`` (the last epoch's batches), about ``window`` in all, oldest first, each once."""
+        depth = max(1, round(self.window / self.batch))  # batches in the window
+        lane = b % self.lanes
+        mine = [batches[k] for k in range(lane, b + 1, self.lanes)]
+        if len(mine) < depth:
+            mine = [previous[k] for k in range(lane, len(previous), self.lanes)] + mine
+        return tuple(dict.fromkeys(i for batch in mine[-depth:] for i in batch))
+
+    def _rect_batches(self, epoch: int) -> list[np.ndarray]:
         """Every rank's batches in turn, wrapped around so that each rank gets as many."""
         starts = range(0, self.size, self.rect_batch)
         batches = [np.arange(i, min(i + self.rect_batch, self.size)) for i in starts]
         n_full = len(batches) - (self.size % self.rect_batch > 0)
         if self.shuffle:
-            perm = np.random.default_rng((self.seed, self.epoch)).permutation(n_full)
+            perm = np.random.default_rng((self.seed, epoch)).permutation(n_full)
             batches[:n_full] = [batches[i] for i in perm]
         total = math.ceil(len(batches) / self.world_size) * self.world_size
         return [batches[i % len(batches)] for i in range(total)]  # the short batch stays last of its rank
 
     def __len__(self) -> int:
         if self.rect_batch:
-            return sum(len(b) for b in self._rect_batches()[self.rank :: self.world_size])
+            return sum(len(b) for b in self._rect_batches(self.epoch)[self.rank :: self.world_size])
         return math.ceil(self.size / self.world_size)
 
 
