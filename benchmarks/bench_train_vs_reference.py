@@ -13,12 +13,16 @@ a few hundred images a run's mAP50-95 still moves by about 0.01 with float-level
 same start at 1 or 2 torch threads gave 0.835 and 0.845); give several seeds and compare means.
 ``--reuse`` takes a reference run already in --out (its log and predictions.json, from an earlier
 run of this script) instead of training it again: the reference does not change between our
-commits.
+commits. It takes a run of ours too when it was made by the same commit of yoloforge/ (the
+commit is written beside it; runs made from uncommitted changes are never reused). Seeds can
+run in separate processes (``--seeds 3`` and ``--seeds 4`` at once, say, the reference being
+single-threaded), then one ``--reuse`` call over all seeds prints the whole table.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -43,8 +47,27 @@ def run(cmd: list[str], log_file: Path, env: dict | None = None) -> float:
     return time.perf_counter() - t0
 
 
+def package_commit() -> str | None:
+    """The last commit that changed yoloforge/ or pyproject.toml; None when either has uncommitted
+    changes (or git is missing): then a run of ours cannot be matched to a version."""
+    root = Path(__file__).resolve().parents[1]
+    paths = ["--", "yoloforge", "pyproject.toml"]
+    try:
+        git = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True, check=True)
+        dirty = git(["git", "status", "--porcelain", *paths]).stdout.strip()
+        commit = git(["git", "log", "-1", "--format=%H", *paths]).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return None if dirty or not commit else commit
+
+
 def train_ours(args, out: Path, seed: int) -> tuple[float, Path]:
     common = ["project=" + str(out), "exist_ok=True", f"imgsz={args.imgsz}", f"batch={args.batch}"]
+    preds, stamp, commit = out / "ours_val" / "predictions.json", out / "ours_commit.txt", package_commit()
+    if args.reuse and commit and preds.exists() and stamp.exists() and stamp.read_text().strip() == commit:
+        print(f"seed {seed}: reusing our run in {out} (made by yoloforge at {commit[:10]})")
+        return (_train_hours(out / "ours_train.log") or float("nan")) * 3600, preds
+    stamp.unlink(missing_ok=True)
     wall = run(
         [sys.executable, "-m", "yoloforge", "train", f"data={args.data}", "model=yolov8n.yaml",
          f"epochs={args.epochs}", "name=ours", f"seed={seed}", *common],
@@ -56,7 +79,9 @@ def train_ours(args, out: Path, seed: int) -> tuple[float, Path]:
          "name=ours_val", "plots=False", *common],
         out / "ours_val.log",
     )  # fmt: skip
-    return wall, out / "ours_val" / "predictions.json"
+    if commit:
+        stamp.write_text(commit + "\n")
+    return wall, preds
 
 
 REFERENCE_SCRIPT = """
@@ -114,7 +139,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--peer", default=os.environ.get("YOLOFORGE_PEER_PYTHON", ""))
     p.add_argument("--out", default="/tmp/bench_train")
-    p.add_argument("--reuse", action="store_true", help="reuse reference runs already in --out")
+    p.add_argument("--reuse", action="store_true", help="reuse runs already in --out (see above)")
     args = p.parse_args()
     out = Path(args.out).resolve()
     if not (args.peer or args.reuse):
