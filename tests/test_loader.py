@@ -61,7 +61,7 @@ def records(tmp_path: Path) -> list[ImageRecord]:
 
 
 def test_collate_hand_case():
-    lb = Letterbox(1.0, (0.0, 0.0), (2, 3))
+    lb = Letterbox.identity((2, 3))
     image_a = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     a = Sample(image_a, np.array([4]), np.array([[0, 0, 1, 1]], np.float32), "a.jpg", lb)
     b = Sample(np.zeros((2, 3, 3), np.uint8), np.zeros(0, np.int64), np.zeros((0, 4), np.float32), "b", lb)
@@ -385,3 +385,24 @@ def test_fast_jpeg_decode_keeps_the_labels_on_the_pixels(tmp_path):
     x1, y1, x2, y2 = item.boxes_xyxy.round().astype(int)[0]
     assert item.image[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].min() > 200
     assert item.image[: y1 - 2].max() < 150
+
+
+def test_letterbox_maps_the_image_extent_back_per_axis():
+    """A resize to whole pixels scales the axes differently (239 x 298 at 256: 205 x 256); the way
+    back must undo each axis, or boxes near the far edge land up to half a pixel off."""
+    _, lb = letterbox(np.zeros((239, 298, 3), np.uint8), (256, 256))
+    assert lb.gain == pytest.approx((256 / 298, 205 / 239))
+    extent = torch.tensor([[lb.pad[0], lb.pad[1], lb.pad[0] + 256, lb.pad[1] + 205]])
+    assert lb.to_original(extent).tolist() == [pytest.approx([0, 0, 298, 239], abs=1e-4)]
+
+
+def test_val_sample_maps_back_to_the_original_pixels(tmp_path):
+    """Resize (long side to imgsz) and letterbox in one mapping: the visible image, found in the
+    padded input, maps back onto the whole original image."""
+    (record,) = make_records(tmp_path, [(239, 298)])
+    sample = ValDataset([record], imgsz=256, batch_size=1, rect=False)[0]
+    content = np.argwhere((sample.image != 114).any(axis=2))
+    (y1, x1), (y2, x2) = content.min(0), content.max(0) + 1
+    assert (x2 - x1, y2 - y1) == (256, 205)
+    back = sample.letterbox.to_original(torch.tensor([[x1, y1, x2, y2]], dtype=torch.float32))
+    assert back.tolist() == [pytest.approx([0, 0, 298, 239], abs=1e-3)]

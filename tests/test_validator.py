@@ -76,9 +76,8 @@ def make_batches(batch_size: int = 2, input_shape: tuple[int, int] = (64, 96)) -
             padded, lb = letterbox(make_image(shape, objects), input_shape)
             images.append(torch.from_numpy(padded).permute(2, 0, 1))
             for c, xyxy in objects:
-                xy = np.array(xyxy, dtype=np.float32).reshape(2, 2) * lb.gain + np.array(lb.pad)
                 classes.append(c)
-                boxes.append(xy.reshape(4))
+                boxes.append(lb.to_input(np.array(xyxy)).reshape(4))
                 batch_idx.append(i)
             paths.append(f"/data/images/{name}")
             lbs.append(lb)

@@ -189,7 +189,7 @@ class Predictor:
             if len({tuple(f.tensor.shape) for f in frames}) > 1:
                 raise ValueError("tensor sources of different shapes cannot share a batch; use batch=1")
             images = torch.stack([f.tensor for f in frames])
-            letterboxes = [Letterbox(1.0, (0.0, 0.0), tuple(f.tensor.shape[-2:])) for f in frames]
+            letterboxes = [Letterbox.identity(tuple(f.tensor.shape[-2:])) for f in frames]
             return images.to(runner.device, runner.dtype), letterboxes
         shape = runner.fixed_shape or input_shape(
             [f.image_bgr.shape[:2] for f in frames], self.imgsz, runner.stride

@@ -35,17 +35,34 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How an original image was mapped into the network input: ``input = orig * gain + pad``."""
+    """How an original image was mapped into the network input: ``input = orig * gain + pad``, per axis.
 
-    gain: float  # same scale for x and y
+    The two gains differ slightly: a resize to whole pixels cannot keep the aspect ratio exactly
+    (a 239-pixel side at 256/298 becomes 205 pixels, a gain of 0.8577 against 0.8591 for the other
+    side), and boxes mapped back with one gain for both axes land up to half a pixel off.
+    """
+
+    gain: tuple[float, float]  # (gain_x, gain_y): input pixels per original pixel
     pad: tuple[float, float]  # (pad_x, pad_y) added on the left / top, in input pixels
     orig_shape: tuple[int, int]  # (height, width) of the original image
+
+    @staticmethod
+    def identity(shape: tuple[int, int]) -> Letterbox:
+        """The input is the original image (``shape`` = (height, width))."""
+        return Letterbox((1.0, 1.0), (0.0, 0.0), (int(shape[0]), int(shape[1])))
+
+    def to_input(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Map (N, 4) original-pixel boxes into input pixels (float32)."""
+        (gx, gy), (px, py) = self.gain, self.pad
+        scale = np.array([gx, gy, gx, gy], dtype=np.float32)
+        shift = np.array([px, py, px, py], dtype=np.float32)
+        return (np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4) * scale + shift).astype(np.float32)
 
     def to_original(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:
         """Map (N, 4) input-pixel boxes back to original-image pixels, clipped to the image."""
         out = boxes_xyxy.clone()
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad[0]) / self.gain
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad[1]) / self.gain
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad[0]) / self.gain[0]
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad[1]) / self.gain[1]
         h, w = self.orig_shape
         out[:, [0, 2]] = out[:, [0, 2]].clamp(0, w)
         out[:, [1, 3]] = out[:, [1, 3]].clamp(0, h)

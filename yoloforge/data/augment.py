@@ -65,10 +65,8 @@ def resize_long_side(image: np.ndarray, imgsz: int, shrink_interp: int = cv2.INT
 def letterbox_labeled(item: Labeled, shape: tuple[int, int]) -> Labeled:
     """Pad (and if needed resize) to ``shape`` (height, width), centred; the path without mosaic."""
     image, lb = letterbox(item.image, shape)
-    shift = np.array([lb.pad[0], lb.pad[1], lb.pad[0], lb.pad[1]], dtype=np.float32)
-    boxes = item.boxes_xyxy * np.float32(lb.gain) + shift
-    full = None if item.full_xyxy is None else item.full_xyxy * np.float32(lb.gain) + shift
-    return Labeled(image, item.classes, boxes, full)
+    full = None if item.full_xyxy is None else lb.to_input(item.full_xyxy)
+    return Labeled(image, item.classes, lb.to_input(item.boxes_xyxy), full)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ class TrainDataset(Dataset):
             classes=item.classes,
             boxes_xyxy=item.boxes_xyxy,
             path=self.records[key.index].path,
-            letterbox=Letterbox(gain=1.0, pad=(0.0, 0.0), orig_shape=(h, w)),  # augmented: no way back
+            letterbox=Letterbox.identity((h, w)),  # augmented: no way back
         )
 
 
@@ -287,9 +287,9 @@ class ValDataset(Dataset):
             image = self.images[index]
         else:
             image = read_resized(record, self.imgsz, cv2.INTER_AREA)
-        resize_gain = max(image.shape[:2]) / max(record.shape)
+        (h0, w0), (h1, w1) = record.shape, image.shape[:2]
         image, lb = letterbox(image, self.input_shape(index), scaleup=False)
-        lb = Letterbox(gain=resize_gain * lb.gain, pad=lb.pad, orig_shape=record.shape)
-        boxes = scaled_boxes(record.boxes_cxcywhn, record.shape) * np.float32(lb.gain)
-        boxes += np.array([*lb.pad, *lb.pad], dtype=np.float32)
+        gain = (w1 / w0 * lb.gain[0], h1 / h0 * lb.gain[1])  # the resize, then the letterbox, per axis
+        lb = Letterbox(gain=gain, pad=lb.pad, orig_shape=record.shape)
+        boxes = lb.to_input(scaled_boxes(record.boxes_cxcywhn, record.shape))
         return Sample(image, record.classes.astype(np.int64), boxes, record.path, lb)

@@ -45,7 +45,7 @@ def letterbox(
         image = cv2.copyMakeBorder(
             image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
         )
-    return image, Letterbox(gain=gain, pad=(float(left), float(top)), orig_shape=(h0, w0))
+    return image, Letterbox(gain=(w1 / w0, h1 / h0), pad=(float(left), float(top)), orig_shape=(h0, w0))
 
 
 def rect_shape(aspect_hw: float, imgsz: int, stride: int = 32, pad: float = 0.5) -> tuple[int, int]:
