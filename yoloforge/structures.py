@@ -56,7 +56,7 @@ class Letterbox:
         (gx, gy), (px, py) = self.gain, self.pad
         scale = np.array([gx, gy, gx, gy], dtype=np.float32)
         shift = np.array([px, py, px, py], dtype=np.float32)
-        return (np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4) * scale + shift).astype(np.float32)
+        return np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4) * scale + shift
 
     def to_original(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:
         """Map (N, 4) input-pixel boxes back to original-image pixels, clipped to the image."""
