@@ -178,13 +178,22 @@ def _print_table(args, rows: list[tuple[str, int, float, dict]]) -> None:
     for name in ("yoloforge", "reference"):
         mine = [r for r in rows if r[0] == name]
         if mine:
-            means[name] = (np.mean([r[2] for r in mine]), np.mean([r[3]["map"] for r in mine]), len(mine))
-            t, m, n = means[name]
-            print(f"{name:<10} mean of {n}: train time {t:.0f}s, mAP50-95 {m:.4f}")
-    if len(means) == 2 and means["yoloforge"][2] == means["reference"][2]:
-        speed = means["reference"][0] / means["yoloforge"][0]
-        verdict = "at least" if means["yoloforge"][1] >= means["reference"][1] else "BELOW"
-        print(f"ours trains {speed:.2f}x as fast as the reference; our mean mAP50-95 is {verdict} theirs")
+            maps = np.array([r[3]["map"] for r in mine])
+            sd = maps.std(ddof=1) if len(maps) > 1 else float("nan")
+            means[name] = (np.mean([r[2] for r in mine]), maps.mean(), len(mine), sd / np.sqrt(len(maps)))
+            t, m, n, se = means[name]
+            print(
+                f"{name:<10} mean of {n}: train time {t:.0f}s, mAP50-95 {m:.4f} "
+                f"(sd {sd:.4f}, standard error {se:.4f})"
+            )
+    if len(means) == 2:
+        (t1, m1, n1, se1), (t2, m2, n2, se2) = means["yoloforge"], means["reference"]
+        diff, se = m1 - m2, float(np.hypot(se1, se2))
+        verdict = "at least" if diff >= 0 else "BELOW"
+        print(
+            f"ours trains {t2 / t1:.2f}x as fast as the reference; our mean mAP50-95 is {verdict} theirs "
+            f"({diff:+.4f}, standard error of the difference {se:.4f}; seeds {n1} and {n2})"
+        )
 
 
 if __name__ == "__main__":
