@@ -52,7 +52,10 @@ def resize_long_side(image: np.ndarray, imgsz: int, shrink_interp: int = cv2.INT
     """Resize (H, W, 3) so that max(H, W) == imgsz, keeping the aspect ratio.
 
     Enlarging always uses bilinear interpolation; ``shrink_interp`` chooses for shrinking
-    (training: bilinear, fast; validation: INTER_AREA, as the reference does).
+    (training: bilinear, fast; validation: INTER_AREA, which does not alias on large photos, as
+    training's reduced JPEG decoding does not). Sizes are rounded; the installed reference (8.4)
+    rounds up and shrinks bilinearly everywhere, which made no measurable difference to our
+    models on the demo data (pycocotools mAP50-95 of four seeds within +/- 0.004 either way).
     """
     h0, w0 = image.shape[:2]
     r = imgsz / max(h0, w0)

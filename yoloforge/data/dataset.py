@@ -79,7 +79,7 @@ def read_resized(record: ImageRecord, imgsz: int, shrink_interp: int, fast: bool
 
     ``fast`` decodes JPEGs at 1/2, 1/4 or 1/8 size when that still leaves the long side at
     least imgsz (a 640x480 JPEG at imgsz 320 decodes 2.5x faster); training only, so that
-    validation resizes exactly as the reference does.
+    validation sees every pixel of the file (and shrinks it with INTER_AREA).
     """
     reduce = 1
     while fast and reduce < 8 and max(record.shape) / (2 * reduce) >= imgsz:
