@@ -25,6 +25,7 @@ import torch
 
 from yoloforge import __version__
 from yoloforge.backends import TORCHSCRIPT_METADATA, ExportMetadata, load_exported, quiet_torchscript, require
+from yoloforge.data.letterbox import stride_multiple
 from yoloforge.device import select_device
 from yoloforge.loading import LoadedModel
 from yoloforge.predictor import inference_copy
@@ -51,7 +52,7 @@ def export(loaded: LoadedModel, settings: ExportSettings) -> Path:
         raise ExportError(f"batch={settings.batch}: must be 1 or more")
     model = inference_copy(loaded.model, device, settings.half)
     stride = int(model.stride.max())
-    imgsz = _stride_multiple(settings.imgsz, stride)
+    imgsz = stride_multiple(settings.imgsz, stride, "exporting at")
     meta = ExportMetadata(
         names=list(loaded.names),
         imgsz=(imgsz, imgsz),
@@ -102,15 +103,6 @@ def sample_input(meta: ExportMetadata, device: torch.device, seed: int, extra: i
     shape = (meta.batch + extra, 3, h, w + extra * meta.stride)
     images = torch.rand(shape, generator=generator).to(device)
     return images.half() if meta.half else images
-
-
-def _stride_multiple(imgsz: int, stride: int) -> int:
-    rounded = max(stride, -(-imgsz // stride) * stride)
-    if rounded != imgsz:
-        log.warning(
-            "imgsz=%d is not a multiple of the stride %d; exporting at imgsz=%d", imgsz, stride, rounded
-        )
-    return rounded
 
 
 # ----------------------------------------------------------------------------------------------

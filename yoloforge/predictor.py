@@ -30,7 +30,7 @@ import torch
 
 from yoloforge.backends import ExportedModel
 from yoloforge.boxes import non_max_suppression
-from yoloforge.data.letterbox import letterbox
+from yoloforge.data.letterbox import letterbox, stride_multiple
 from yoloforge.device import select_device
 from yoloforge.results import Boxes, Results
 from yoloforge.runs import next_run_dir
@@ -106,7 +106,7 @@ class Predictor:
         self.settings = settings
         self.names = dict(enumerate(names))
         self.runner = prepare_runner(model, settings.device, settings.half)
-        self.imgsz = _stride_multiple(settings.imgsz, self.runner.stride)
+        self.imgsz = stride_multiple(settings.imgsz, self.runner.stride, "predicting at")
         if self.runner.fixed_shape is not None and self.runner.fixed_shape != (self.imgsz, self.imgsz):
             h, w = self.runner.fixed_shape
             log.info("The exported model takes %dx%d inputs: predicting at that size", h, w)
@@ -241,13 +241,6 @@ def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
     iterator = iter(frames)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
-
-
-def _stride_multiple(imgsz: int, stride: int) -> int:
-    rounded = max(stride, math.ceil(imgsz / stride) * stride)
-    if rounded != imgsz:
-        log.warning("imgsz=%d is not a multiple of the stride %d; using imgsz=%d", imgsz, stride, rounded)
-    return rounded
 
 
 def _synchronizer(device: torch.device) -> Callable[[], None]:

@@ -6,6 +6,7 @@ mapped back to the original image exactly (``Letterbox.to_original``).
 
 from __future__ import annotations
 
+import logging
 import math
 
 import cv2
@@ -13,7 +14,18 @@ import numpy as np
 
 from yoloforge.structures import Letterbox
 
+log = logging.getLogger(__name__)
+
 PAD_VALUE = 114  # grey, the reference's padding colour
+
+
+def stride_multiple(imgsz: int, stride: int, what: str = "using") -> int:
+    """``imgsz`` rounded up to a multiple of ``stride`` (at least one stride), with one warning
+    line when it changes: train, val, predict and export all round the same way."""
+    rounded = max(stride, math.ceil(imgsz / stride) * stride)
+    if rounded != imgsz:
+        log.warning("imgsz=%d is not a multiple of the stride %d; %s imgsz=%d", imgsz, stride, what, rounded)
+    return rounded
 
 
 def letterbox(
