@@ -53,3 +53,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _private_user_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test reads an empty user settings folder, never the developer's own defaults."""
+    monkeypatch.setenv("YOLOFORGE_CONFIG_DIR", str(tmp_path_factory.mktemp("user_config")))

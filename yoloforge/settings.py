@@ -246,18 +246,24 @@ def _parse_int_tuple(value: Any) -> tuple[int, ...] | None:
     return tuple(int(v) for v in value if str(v).strip() != "")
 
 
-def build(cls: type, overrides: dict[str, Any] | None = None) -> Any:
+def build(cls: type, overrides: dict[str, Any] | None = None, fallbacks: dict[str, Any] | None = None) -> Any:
     """Build settings of ``cls`` from flat overrides, applying ``cfg=file.yaml`` first.
 
-    Unknown keys raise SettingsError naming the key and the closest valid ones.
+    Layers, lowest first: the defaults above, ``fallbacks`` (what a checkpoint remembers of its
+    training run, e.g. imgsz and data; keys that ``cls`` lacks are ignored), the ``cfg=`` file,
+    then ``overrides``. Unknown keys in ``overrides`` raise SettingsError naming the key and the
+    closest valid ones.
     """
     overrides = dict(overrides or {})
     cfg = overrides.get("cfg")
-    merged: dict[str, Any] = {}
+    known_keys = flat_fields(cls)
+    merged: dict[str, Any] = {
+        k: v for k, v in (fallbacks or {}).items() if k in known_keys and k != "cfg" and v is not None
+    }
     if cfg:
         merged.update(load_yaml_overrides(Path(cfg), cls))
     merged.update(overrides)
-    known = flat_fields(cls)
+    known = known_keys
     top: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {}
     for key, value in merged.items():
