@@ -7,6 +7,7 @@ import io
 import json
 import logging
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -259,3 +260,33 @@ def test_coco_json_rows_and_for_display():
         det.boxes_xyxy.repeat(3, 1), torch.tensor([0.2, 0.2, 0.1, 0.1, 0.05, 0.01]), torch.zeros(6)
     )
     assert len(for_display(low)) == 3
+
+
+def test_images_that_no_longer_decode_are_skipped_with_a_warning(tmp_path, caplog):
+    """An image that passed the scan but fails to decode in the loader: a warning, not a crash."""
+    from yoloforge.data.dataset import ValDataset
+    from yoloforge.data.loader import build_val_loader
+    from yoloforge.structures import ImageRecord
+
+    records = []
+    for name, shape, objects in IMAGES[:3]:
+        path = tmp_path / name
+        image = make_image(shape, objects)
+        if name == "cat.jpg":  # damaged after the scan
+            path.write_bytes(b"\xff\xd8 not a jpeg")
+        else:
+            assert cv2.imwrite(str(path), image[..., ::-1])
+        h, w = shape
+        boxes = np.array([[(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
+                          for _, (x1, y1, x2, y2) in objects], dtype=np.float32).reshape(-1, 4)  # fmt: skip
+        records.append(ImageRecord(str(path), shape, np.array([c for c, _ in objects]), boxes))
+    for batch_size in (1, 2):  # 1: a batch of nothing but the broken image
+        dataset = ValDataset(records, imgsz=96, batch_size=batch_size)
+        with caplog.at_level(logging.WARNING, logger="yoloforge"):
+            caplog.clear()
+            result = Validator(NAMES, plots=False, progress=False).run(
+                RectangleModel(), build_val_loader(dataset, workers=0), "cpu"
+            )
+        skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+        assert skipped == [f"val: skipping {tmp_path / 'cat.jpg'} (not a readable image)"]
+        assert result.metrics.seen == 2 and result.metrics.box.instances.tolist() == [2, 1]

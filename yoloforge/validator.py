@@ -134,7 +134,9 @@ class Validator:
         if (plots or save_json) and self.save_dir is None:
             raise ValueError("Validator: plots=True or save_json=True needs a save_dir")
 
-    def run(self, model: torch.nn.Module, loader: Iterable[Batch], device: torch.device | str) -> ValResult:
+    def run(
+        self, model: torch.nn.Module, loader: Iterable[Batch | None], device: torch.device | str
+    ) -> ValResult:
         device = torch.device(device)
         confusion = ConfusionMatrix(self.nc) if self.plots else None
         evaluator = DetectionEvaluator(self.nc, self.max_det, confusion)
@@ -148,6 +150,8 @@ class Validator:
         try:
             bar = tqdm(loader, desc=HEADER, bar_format=BAR_FORMAT, disable=not self.progress)
             for i, batch in enumerate(bar):
+                if batch is None:  # every image of it failed to decode (the dataset warned)
+                    continue
                 with torch.no_grad():
                     dets, dets_original, losses = self._step(model, batch, device, timer)
                 for j, det in enumerate(dets_original):

@@ -27,7 +27,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from yoloforge.data.augment import Labeled, augment, resize_long_side, scaled_boxes, without_mosaic
-from yoloforge.data.images import read_image
+from yoloforge.data.images import ImageReadError, read_image
 from yoloforge.data.letterbox import letterbox, rect_shape
 from yoloforge.settings import AugmentSettings
 from yoloforge.structures import ImageRecord, Letterbox, Sample
@@ -255,6 +255,10 @@ class ValDataset(Dataset):
 
     With ``rect`` the records are reordered by aspect ratio (``self.records`` is that order), so
     a loader must read them in order, ``batch_size`` at a time (``loader.build_val_loader``).
+    Without ``rect`` every input is ``shape`` (height, width; default imgsz x imgsz), e.g. the
+    input of a static-shape export. An image that passed the scan but does not decode now (a file
+    changed or damaged since) is skipped with a warning: ``__getitem__`` gives None, which
+    ``loader.collate`` leaves out.
     """
 
     def __init__(
@@ -265,8 +269,10 @@ class ValDataset(Dataset):
         stride: int = 32,
         rect: bool = True,
         cache_ram: bool = False,
+        shape: tuple[int, int] | None = None,
     ) -> None:
         self.imgsz, self.batch_size, self.stride, self.rect = imgsz, batch_size, stride, rect
+        self.shape = tuple(shape) if shape is not None else (imgsz, imgsz)
         self.records, self.batch_shapes = list(records), []
         if rect and records:
             order, aspects = aspect_order(records)
@@ -279,14 +285,18 @@ class ValDataset(Dataset):
 
     def input_shape(self, index: int) -> tuple[int, int]:
         """(height, width) of the network input for image ``index``."""
-        return self.batch_shapes[index // self.batch_size] if self.rect else (self.imgsz, self.imgsz)
+        return self.batch_shapes[index // self.batch_size] if self.rect else self.shape
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> Sample | None:
         record = self.records[index]
         if self.images is not None:
             image = self.images[index]
         else:
-            image = read_resized(record, self.imgsz, cv2.INTER_AREA)
+            try:
+                image = read_resized(record, self.imgsz, cv2.INTER_AREA)
+            except ImageReadError as e:
+                log.warning("val: skipping %s (%s)", record.path, str(e).removeprefix(f"{record.path}: "))
+                return None
         (h0, w0), (h1, w1) = record.shape, image.shape[:2]
         image, lb = letterbox(image, self.input_shape(index), scaleup=False)
         gain = (w1 / w0 * lb.gain[0], h1 / h0 * lb.gain[1])  # the resize, then the letterbox, per axis

@@ -31,10 +31,17 @@ PREFETCH_BATCHES = 2  # per worker
 CPU_WORKER_NICE = 19  # see worker_nice()
 
 
-def collate(samples: Sequence[Sample]) -> Batch:
-    """Stack same-sized samples: images (B, 3, H, W) uint8, targets flat and tied by ``batch_idx``."""
+def collate(samples: Sequence[Sample | None]) -> Batch | None:
+    """Stack same-sized samples: images (B, 3, H, W) uint8, targets flat and tied by ``batch_idx``.
+
+    None entries (images a ``ValDataset`` could not decode) are left out; a batch of nothing but
+    those collates to None, which the validator skips.
+    """
     if not samples:
         raise ValueError("collate: no samples")
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        return None
     h, w = samples[0].image.shape[:2]
     images = np.empty((len(samples), 3, h, w), dtype=np.uint8)
     for i, s in enumerate(samples):
