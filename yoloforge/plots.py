@@ -197,3 +197,32 @@ def _box_overlay(ax, classes: np.ndarray, boxes: np.ndarray, size: int = 500, li
         cv2.rectangle(canvas, p1, p2, color(c)[::-1], 1)  # RGB canvas
     ax.imshow(canvas)
     ax.axis("off")
+
+
+def plot_tune_fitness(rows: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """tune_fitness.png: each trial's fitness in order, and the best so far."""
+    iterations = np.array([r["iteration"] for r in rows])
+    fitness = np.array([r["fitness"] for r in rows])
+    fig, (ax,) = _figure(9, 6)
+    ax.plot(iterations, fitness, "o", markersize=5, alpha=0.7, label="trial")
+    ax.plot(iterations, np.maximum.accumulate(fitness), "-", linewidth=2, label="best so far")
+    ax.legend(loc="lower right")
+    ax.set(xlabel="Iteration", ylabel="Fitness", title="Fitness vs iteration")
+    return _save(fig, path)
+
+
+def plot_tune_scatter(rows: Sequence[dict[str, float]], names: Sequence[str], path: str | Path) -> Path:
+    """tune_scatter_plots.png: fitness against each hyperparameter, the best trial marked."""
+    cols = math.ceil(math.sqrt(len(names)))
+    fig, axes = _figure(2.5 * cols, 2.5 * math.ceil(len(names) / cols), math.ceil(len(names) / cols), cols)
+    fitness = np.array([r["fitness"] for r in rows])
+    best = int(np.argmax(fitness))
+    for ax, name in zip(axes, names, strict=False):
+        values = np.array([r[name] for r in rows])
+        ax.scatter(values, fitness, c=fitness, cmap="viridis", s=12, alpha=0.8)
+        ax.plot(values[best], fitness[best], "k+", markersize=12)
+        ax.set_title(f"{name} = {values[best]:.3g}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    return _save(fig, path)
