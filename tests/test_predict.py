@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from yoloforge.data.images import ImageReadError
 from yoloforge.model.zoo import build_model
 from yoloforge.predictor import Predictor, input_shape
 from yoloforge.results import Boxes, Results, match_boxes
@@ -343,3 +344,19 @@ def test_predict_leaves_model_untouched_and_filters_classes(model, logs, monkeyp
     assert model.state_dict().keys() == before.keys()  # not fused
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert "half=True needs CUDA" in logs.text and "results are not shown" in logs.text
+
+
+def test_unreadable_images_are_skipped_with_a_line_each(model, image_dir, logs):
+    (image_dir / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (image_dir / "empty.png").write_bytes(b"")
+    results = list(make_predictor(model, verbose=True).stream(image_dir))
+    assert [r.path.rsplit("/", 1)[-1] for r in results] == ["a.png", "b.png", "c.jpg"]
+    warnings = [r.getMessage() for r in logs.records if r.levelno == logging.WARNING]
+    assert list(dict.fromkeys(warnings)) == [  # each record reaches caplog twice here
+        f"skipping image 3/5: {image_dir / 'bad.jpg'}: not a readable image",
+        f"skipping image 5/5: {image_dir / 'empty.png'}: not a readable image",
+        "2 of 5 images could not be read and were skipped",
+    ]
+    assert f"image 4/5 {image_dir / 'c.jpg'}: " in logs.text  # the others keep their numbers
+    with pytest.raises(ImageReadError, match="bad.jpg: not a readable image"):
+        list(make_predictor(model).stream(image_dir / "bad.jpg"))  # one file asked for: an error

@@ -61,6 +61,7 @@ class FrameSource:
     def __init__(self, items: list[_Item], vid_stride: int = 1):
         self.items = items
         self.vid_stride = vid_stride
+        self.skipped: list[str] = []  # unreadable images left out by the last iteration
 
     @property
     def is_live(self) -> bool:
@@ -71,12 +72,23 @@ class FrameSource:
         return len(self.items)
 
     def __iter__(self) -> Iterator[Frame]:
+        """Frames in order. Among several items, an image file that does not decode is skipped with
+        one warning naming it (and listed in ``skipped``); a single one stays an ImageReadError."""
         count = len(self.items)
+        self.skipped = []
         for index, item in enumerate(self.items, 1):
             if item.kind in ("video", "stream"):
                 yield from _read_video(item, index, count, self.vid_stride)
-            else:
-                yield _read_still(item, index, count)
+                continue
+            try:
+                frame = _read_still(item, index, count)
+            except ImageReadError as e:
+                if count == 1:
+                    raise
+                log.warning("skipping image %d/%d: %s", index, count, e)
+                self.skipped.append(item.name)
+                continue
+            yield frame
 
 
 def open_source(source: Any, vid_stride: int = 1, stride: int = 32) -> FrameSource:
