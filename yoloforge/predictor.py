@@ -146,6 +146,11 @@ class Predictor:
             writer.close()
         if s.verbose and totals.images:
             log.info(totals.line(max(s.batch, 1)))
+        if frames.skipped:
+            n, total = len(frames.skipped), len(frames)
+            log.warning(
+                "%d of %d image%s could not be read and were skipped", n, total, "s" if total > 1 else ""
+            )
         if save_dir is not None:
             log.info("Results saved to %s", save_dir)
         if s.save_txt:
