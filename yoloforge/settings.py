@@ -6,11 +6,15 @@ groups, so users set them flat, as they know them: ``yoloforge train epochs=3 lr
 ``YOLO(...).train(epochs=3, lr0=0.02)``. ``cfg=file.yaml`` supplies overrides from a file.
 
 Defaults follow the reference trainer's documented defaults, which users' tutorials rely on.
+Numeric settings carry their valid range (``Bounds`` below), checked in ``coerce`` when
+settings load, so ``imgsz=-5`` or ``batch=0`` stops with one line in every mode, not a traceback
+later.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -22,25 +26,70 @@ class SettingsError(ValueError):
     """A setting that does not exist or has a bad value. The message names the key."""
 
 
-def _s(default: Any, help: str, choices: tuple | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+@dataclass(frozen=True)
+class Bounds:
+    """The valid range of a numeric setting: ``low``/``high`` inclusive unless ``*_open``; values in
+    ``also`` are valid too (e.g. save_period=-1 for off). ``valid`` replaces the generated advice."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple[float, ...] = ()
+    valid: str = ""
+
+    def contains(self, x: float) -> bool:
+        if x in self.also:
+            return True
+        if not math.isfinite(x):
+            return False
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return self.high is None or (x < self.high if self.high_open else x <= self.high)
+
+    def describe(self) -> str:
+        """'>= 1', '> 0', 'in [0, 1]', 'in (0, 1]', '-1 or >= 1'."""
+        low, high = _number(self.low), _number(self.high)
+        also = "".join(f"{_number(x)} or " for x in self.also)
+        if self.low is not None and self.high is not None:
+            return f"{also}in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{also}{'>' if self.low_open else '>='} {low}"
+        return f"{also}{'<' if self.high_open else '<='} {high}"
+
+
+def _number(x: float | None) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else f"{x}"
+
+
+_UNIT = Bounds(0, 1)  # fractions and probabilities
+_NONNEG = Bounds(low=0)
+_POSITIVE = Bounds(low=0, low_open=True)
+_AT_LEAST_1 = Bounds(low=1)
+_IMGSZ = Bounds(low=32, valid="use a positive image size in pixels, at least 32")
+# batch=-1 and fractions are kept for automatic batch sizing on CUDA (a later change)
+_BATCH = Bounds(low=1, valid="use a positive number of images per batch")
+
+
+def _s(default: Any, help: str, choices: tuple | None = None, bounds: Bounds | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "bounds": bounds})
 
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    hsv_h: float = _s(0.015, "hue augmentation (fraction of the hue circle)")
-    hsv_s: float = _s(0.7, "saturation augmentation (fraction)")
-    hsv_v: float = _s(0.4, "value/brightness augmentation (fraction)")
-    degrees: float = _s(0.0, "rotation (+/- degrees)")
-    translate: float = _s(0.1, "translation (+/- fraction of the image)")
-    scale: float = _s(0.5, "scale gain (+/- fraction)")
-    shear: float = _s(0.0, "shear (+/- degrees)")
-    perspective: float = _s(0.0, "perspective (+/- fraction), 0 to 0.001")
-    flipud: float = _s(0.0, "probability of flipping up-down")
-    fliplr: float = _s(0.5, "probability of flipping left-right")
-    mosaic: float = _s(1.0, "probability of a 4-image mosaic")
-    mixup: float = _s(0.0, "probability of mixup")
-    close_mosaic: int = _s(10, "turn mosaic off for the last N epochs (0 keeps it on)")
+    hsv_h: float = _s(0.015, "hue augmentation (fraction of the hue circle)", bounds=_UNIT)
+    hsv_s: float = _s(0.7, "saturation augmentation (fraction)", bounds=_UNIT)
+    hsv_v: float = _s(0.4, "value/brightness augmentation (fraction)", bounds=_UNIT)
+    degrees: float = _s(0.0, "rotation (+/- degrees)", bounds=Bounds(0, 180))
+    translate: float = _s(0.1, "translation (+/- fraction of the image)", bounds=_UNIT)
+    scale: float = _s(0.5, "scale gain (+/- fraction)", bounds=_UNIT)
+    shear: float = _s(0.0, "shear (+/- degrees)", bounds=Bounds(0, 90, high_open=True))
+    perspective: float = _s(0.0, "perspective (+/- fraction), 0 to 0.001", bounds=_UNIT)
+    flipud: float = _s(0.0, "probability of flipping up-down", bounds=_UNIT)
+    fliplr: float = _s(0.5, "probability of flipping left-right", bounds=_UNIT)
+    mosaic: float = _s(1.0, "probability of a 4-image mosaic", bounds=_UNIT)
+    mixup: float = _s(0.0, "probability of mixup", bounds=_UNIT)
+    close_mosaic: int = _s(10, "turn mosaic off for the last N epochs (0 keeps it on)", bounds=_NONNEG)
 
 
 @dataclass(frozen=True)
@@ -48,54 +97,62 @@ class OptimSettings:
     optimizer: str = _s(
         "auto", "optimizer; auto picks AdamW or SGD by run length", ("auto", "SGD", "Adam", "AdamW")
     )
-    lr0: float = _s(0.01, "initial learning rate (ignored by optimizer=auto)")
-    lrf: float = _s(0.01, "final learning rate as a fraction of lr0")
-    momentum: float = _s(0.937, "SGD momentum / Adam beta1 (ignored by optimizer=auto)")
-    weight_decay: float = _s(0.0005, "weight decay (scaled with the batch size)")
-    warmup_epochs: float = _s(3.0, "warmup epochs (fractions allowed)")
-    warmup_momentum: float = _s(0.8, "momentum at the start of warmup")
-    warmup_bias_lr: float = _s(0.1, "bias learning rate at the start of warmup")
+    lr0: float = _s(0.01, "initial learning rate (ignored by optimizer=auto)", bounds=_POSITIVE)
+    lrf: float = _s(0.01, "final learning rate as a fraction of lr0", bounds=_POSITIVE)
+    momentum: float = _s(
+        0.937, "SGD momentum / Adam beta1 (ignored by optimizer=auto)", bounds=Bounds(0, 1, high_open=True)
+    )
+    weight_decay: float = _s(0.0005, "weight decay (scaled with the batch size)", bounds=_NONNEG)
+    warmup_epochs: float = _s(3.0, "warmup epochs (fractions allowed)", bounds=_NONNEG)
+    warmup_momentum: float = _s(0.8, "momentum at the start of warmup", bounds=_UNIT)
+    warmup_bias_lr: float = _s(0.1, "bias learning rate at the start of warmup", bounds=_NONNEG)
     cos_lr: bool = _s(False, "cosine learning-rate decay instead of linear")
-    nbs: int = _s(64, "nominal batch size: gradients are accumulated to about this many images")
+    nbs: int = _s(
+        64, "nominal batch size: gradients are accumulated to about this many images", bounds=_AT_LEAST_1
+    )
 
 
 @dataclass(frozen=True)
 class LossSettings:
-    box: float = _s(7.5, "box (CIoU) loss gain")
-    cls: float = _s(0.5, "classification (BCE) loss gain")
-    dfl: float = _s(1.5, "distribution focal loss gain")
+    box: float = _s(7.5, "box (CIoU) loss gain", bounds=_NONNEG)
+    cls: float = _s(0.5, "classification (BCE) loss gain", bounds=_NONNEG)
+    dfl: float = _s(1.5, "distribution focal loss gain", bounds=_NONNEG)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     model: str = _s("yolov8n.pt", "model: a .pt checkpoint, or a name like yolov8n.yaml / yolo11s to build")
     data: str = _s("", "dataset config yaml (or 'shapes' for the built-in demo data)")
-    epochs: int = _s(100, "number of epochs")
-    batch: int = _s(16, "images per batch")
-    imgsz: int = _s(640, "training image size (pixels, a multiple of 32)")
+    epochs: int = _s(100, "number of epochs", bounds=_AT_LEAST_1)
+    batch: int = _s(16, "images per batch", bounds=_BATCH)
+    imgsz: int = _s(640, "training image size (pixels, a multiple of 32)", bounds=_IMGSZ)
     device: str = _s("", "cpu, 0, '0,1' or mps; empty = first GPU if there is one, else cpu")
-    workers: int = _s(8, "data loader worker processes (capped by the CPU count)")
-    patience: int = _s(100, "stop early after this many epochs without fitness improvement")
+    workers: int = _s(8, "data loader worker processes (capped by the CPU count)", bounds=_NONNEG)
+    patience: int = _s(100, "stop early after this many epochs without fitness improvement", bounds=_NONNEG)
     cache: str = _s("", "cache decoded images: '' (no), ram", ("", "ram", "False", "True"))
     project: str = _s("runs/detect", "parent folder of the run folder")
     name: str = _s("train", "run folder name (train, train2, ... when it exists)")
     exist_ok: bool = _s(False, "reuse an existing run folder")
     pretrained: bool = _s(True, "start from the checkpoint's weights when model is a .pt")
-    freeze: int = _s(0, "freeze the first N layers")
+    freeze: int = _s(0, "freeze the first N layers", bounds=_NONNEG)
     val: bool = _s(True, "validate after every epoch")
     plots: bool = _s(True, "save plots")
-    save_period: int = _s(-1, "also save weights every N epochs (-1: off)")
-    fraction: float = _s(1.0, "fraction of the training images to use")
-    seed: int = _s(0, "random seed")
+    save_period: int = _s(
+        -1,
+        "also save weights every N epochs (-1: off)",
+        bounds=Bounds(low=1, also=(-1,), valid="use -1 (off) or an integer >= 1"),
+    )
+    fraction: float = _s(1.0, "fraction of the training images to use", bounds=Bounds(0, 1, low_open=True))
+    seed: int = _s(0, "random seed", bounds=Bounds(0, 2**32 - 1))
     deterministic: bool = _s(True, "deterministic algorithms where torch offers them")
     resume: bool = _s(False, "resume the interrupted run of this last.pt")
     amp: bool = _s(True, "mixed precision on CUDA")
     rect: bool = _s(False, "rectangular training batches (turns mosaic off)")
     single_cls: bool = _s(False, "train as one class")
     verbose: bool = _s(True, "print per-class validation tables")
-    conf: float = _s(0.001, "confidence threshold of the per-epoch validation")
-    iou: float = _s(0.7, "NMS IoU threshold of the per-epoch validation")
-    max_det: int = _s(300, "maximum detections per image in validation")
+    conf: float = _s(0.001, "confidence threshold of the per-epoch validation", bounds=_UNIT)
+    iou: float = _s(0.7, "NMS IoU threshold of the per-epoch validation", bounds=_UNIT)
+    max_det: int = _s(300, "maximum detections per image in validation", bounds=_AT_LEAST_1)
     cfg: str = _s("", "yaml file of settings overriding these defaults")
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
@@ -107,13 +164,13 @@ class ValSettings:
     model: str = _s("", "checkpoint to validate")
     data: str = _s("", "dataset config yaml (or 'shapes')")
     split: str = _s("val", "dataset split to validate", ("val", "test", "train"))
-    imgsz: int = _s(640, "image size (pixels)")
-    batch: int = _s(16, "images per batch")
+    imgsz: int = _s(640, "image size (pixels)", bounds=_IMGSZ)
+    batch: int = _s(16, "images per batch", bounds=_BATCH)
     device: str = _s("", "cpu, 0 or mps; empty = first GPU if there is one, else cpu")
-    workers: int = _s(8, "data loader worker processes")
-    conf: float = _s(0.001, "confidence threshold")
-    iou: float = _s(0.7, "NMS IoU threshold")
-    max_det: int = _s(300, "maximum detections per image")
+    workers: int = _s(8, "data loader worker processes", bounds=_NONNEG)
+    conf: float = _s(0.001, "confidence threshold", bounds=_UNIT)
+    iou: float = _s(0.7, "NMS IoU threshold", bounds=_UNIT)
+    max_det: int = _s(300, "maximum detections per image", bounds=_AT_LEAST_1)
     half: bool = _s(False, "half precision (CUDA only)")
     save_json: bool = _s(False, "write predictions.json in the COCO results format")
     plots: bool = _s(True, "save plots")
@@ -129,22 +186,22 @@ class ValSettings:
 class PredictSettings:
     model: str = _s("", "checkpoint (.pt), .onnx or .torchscript file")
     source: str = _s("", "image, folder, glob, video, webcam index (0), URL or stream")
-    conf: float = _s(0.25, "confidence threshold")
-    iou: float = _s(0.7, "NMS IoU threshold")
-    imgsz: int = _s(640, "image size (pixels)")
-    max_det: int = _s(300, "maximum detections per image")
+    conf: float = _s(0.25, "confidence threshold", bounds=_UNIT)
+    iou: float = _s(0.7, "NMS IoU threshold", bounds=_UNIT)
+    imgsz: int = _s(640, "image size (pixels)", bounds=_IMGSZ)
+    max_det: int = _s(300, "maximum detections per image", bounds=_AT_LEAST_1)
     classes: tuple[int, ...] | None = _s(None, "keep only these class ids, e.g. classes=0,2")
     agnostic_nms: bool = _s(False, "class-agnostic NMS")
     device: str = _s("", "cpu, 0 or mps; empty = first GPU if there is one, else cpu")
     half: bool = _s(False, "half precision (CUDA only)")
-    batch: int = _s(1, "images per batch")
+    batch: int = _s(1, "images per batch", bounds=_BATCH)
     stream: bool = _s(False, "yield results one by one (Python API)")
-    vid_stride: int = _s(1, "use every Nth video frame")
+    vid_stride: int = _s(1, "use every Nth video frame", bounds=_AT_LEAST_1)
     save: bool = _s(False, "save annotated images/videos (the CLI saves by default)")
     save_txt: bool = _s(False, "save YOLO-format label files")
     save_conf: bool = _s(False, "add the confidence to saved label lines")
     show: bool = _s(False, "show results in a window")
-    line_width: int = _s(0, "box line width (0: from the image size)")
+    line_width: int = _s(0, "box line width (0: from the image size)", bounds=_NONNEG)
     project: str = _s("runs/detect", "parent folder of the run folder")
     name: str = _s("predict", "run folder name")
     exist_ok: bool = _s(False, "reuse an existing run folder")
@@ -156,11 +213,11 @@ class PredictSettings:
 class ExportSettings:
     model: str = _s("", "checkpoint to export")
     format: str = _s("onnx", "export format", ("onnx", "torchscript"))
-    imgsz: int = _s(640, "input image size (pixels)")
+    imgsz: int = _s(640, "input image size (pixels)", bounds=_IMGSZ)
     dynamic: bool = _s(False, "dynamic batch and image size (ONNX)")
     half: bool = _s(False, "half precision (CUDA only)")
-    opset: int = _s(0, "ONNX opset (0: a recent one the installed onnx supports)")
-    batch: int = _s(1, "batch size of the exported model")
+    opset: int = _s(0, "ONNX opset (0: a recent one the installed onnx supports)", bounds=_NONNEG)
+    batch: int = _s(1, "batch size of the exported model", bounds=_BATCH)
     device: str = _s("", "device used while exporting")
     cfg: str = _s("", "yaml file of settings overriding these defaults")
 
@@ -191,49 +248,74 @@ def _type_of(owner: type, name: str) -> Any:
 
 
 def coerce(key: str, value: Any, owner: type) -> Any:
-    """Turn a CLI string or a Python value into the setting's type; SettingsError names the key."""
+    """Turn a CLI string or a Python value into the setting's type and check its range;
+    SettingsError names the key, the value and what is valid."""
     typ = _type_of(owner, key)
     f = {x.name: x for x in fields(owner)}[key]
     choices = f.metadata.get("choices")
+    bounds: Bounds | None = f.metadata.get("bounds")
     try:
-        if typ is bool:
-            if isinstance(value, bool):
-                out: Any = value
-            elif isinstance(value, str) and value.lower() in ("true", "1", "yes"):
-                out = True
-            elif isinstance(value, str) and value.lower() in ("false", "0", "no", ""):
-                out = False
-            elif isinstance(value, int | float) and value in (0, 1):
-                out = bool(value)
-            else:
-                raise ValueError
-        elif typ is int:
-            if isinstance(value, bool):
-                raise ValueError
-            out = int(value) if isinstance(value, int) else int(float(str(value)))
-            if float(str(value)) != out:
-                raise ValueError
-        elif typ is float:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-        elif typ is str:
-            out = "" if value is None else str(value)
-        elif key == "classes":
-            out = _parse_int_tuple(value)
-        else:  # pragma: no cover - every field type is listed above
-            out = value
-    except (TypeError, ValueError):
-        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(typ, "a value")
-        raise SettingsError(f"{key}={value!r} is not valid: expected {kind}") from None
+        out = _convert(key, value, typ)
+    except (TypeError, ValueError, OverflowError):
+        raise SettingsError(_invalid(key, value, typ, f)) from None
+    if bounds is not None and not bounds.contains(out):
+        raise SettingsError(_invalid(key, value, typ, f))
     if key == "cache":  # users also write cache=True / cache=False
         out = {"true": "ram", "false": "", "ram": "ram", "": ""}.get(out.lower(), out)
     if choices and isinstance(out, str):  # case-insensitive choices, stored as spelled here
         out = {str(c).lower(): c for c in choices}.get(out.lower(), out)
     if choices and out not in choices:
         shown = ", ".join(repr(c) if c == "" else str(c) for c in choices if c not in ("False", "True"))
-        raise SettingsError(f"{key}={value!r} is not valid: choose one of {shown}")
+        raise SettingsError(f"{key}={_shown(value)} is not valid: choose one of {shown}")
     return out
+
+
+def _convert(key: str, value: Any, typ: Any) -> Any:
+    """The value as ``typ``; TypeError, ValueError or OverflowError when it is not one."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", ""):
+            return False
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise ValueError
+    if typ is int:
+        if isinstance(value, bool):
+            raise ValueError
+        out = int(value) if isinstance(value, int) else int(float(str(value)))  # inf: OverflowError
+        if float(str(value)) != out:  # 2.5 is not an integer
+            raise ValueError
+        return out
+    if typ is float:
+        if isinstance(value, bool):
+            raise ValueError
+        out = float(value)
+        if not math.isfinite(out):  # nan or inf
+            raise ValueError
+        return out
+    if typ is str:
+        return "" if value is None else str(value)
+    if key == "classes":
+        return _parse_int_tuple(value)
+    return value  # pragma: no cover - every field type is listed above
+
+
+def _shown(value: Any) -> str:
+    """The value as the user wrote it: imgsz=-5, not imgsz='-5'; an empty string shows as ''."""
+    return value if isinstance(value, str) and value.strip() else repr(value)
+
+
+def _invalid(key: str, value: Any, typ: Any, f: dataclasses.Field) -> str:
+    bounds: Bounds | None = f.metadata.get("bounds")
+    if bounds is None:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(typ, "a value")
+        return f"{key}={_shown(value)} is not valid: expected {kind}"
+    advice = bounds.valid or f"use {'an integer' if typ is int else 'a number'} {bounds.describe()}"
+    example = "" if f.default in bounds.also else f", e.g. {f.default}"
+    return f"{key}={_shown(value)} is not valid: {advice}{example}"
 
 
 def _parse_int_tuple(value: Any) -> tuple[int, ...] | None:
@@ -324,12 +406,15 @@ def replace(settings: Any, **changes: Any) -> Any:
 
 
 def help_lines(cls: type) -> list[str]:
-    """One line per setting: name, default and meaning (for ``yoloforge MODE --help``)."""
+    """One line per setting: name, default, meaning and valid range (for ``yoloforge MODE --help``)."""
     lines = []
     for key, (f, _, _) in flat_fields(cls).items():
         default = f.default
         choices = f.metadata.get("choices")
+        bounds: Bounds | None = f.metadata.get("bounds")
         shown = [c for c in map(str, choices or ()) if c not in ("False", "True")]
         extra = f" [{'|'.join(shown)}]" if shown else ""
+        if bounds is not None:
+            extra += f" ({bounds.describe()})"
         lines.append(f"  {key:<16} {default!r:<14} {f.metadata.get('help', '')}{extra}")
     return lines
