@@ -1,12 +1,19 @@
-"""Settings: types and ranges checked when they load."""
+"""Settings: types and ranges checked when they load, the user's stored defaults, and the layer order
+defaults < user file < fallbacks (checkpoint) < cfg= < explicit values."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
+from yoloforge import user_settings
 from yoloforge.settings import (
+    AugmentSettings,
     Bounds,
     ExportSettings,
     PredictSettings,
@@ -20,6 +27,14 @@ from yoloforge.settings import (
 )
 
 MODES = (TrainSettings, ValSettings, PredictSettings, ExportSettings)
+
+
+def store(values: dict) -> Path:
+    """Write the user settings file by hand, as a user editing it would."""
+    path = user_settings.settings_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values))
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,3 +189,142 @@ def test_help_lines_show_each_range():
     assert lines["fraction"].endswith("(in (0, 1])")
     assert lines["save_period"].endswith("(-1 or >= 1)")
     assert len(lines) == len(flat_fields(TrainSettings))
+
+
+# ----------------------------------------------------------------------------------------------
+# layers
+
+
+def test_layers_defaults_user_file_fallbacks_cfg_explicit(tmp_path: Path):
+    assert build(ValSettings).imgsz == 640  # built-in default
+
+    store({"imgsz": 320, "workers": 3})
+    assert build(ValSettings).imgsz == 320  # user file over the default
+
+    fallbacks = {"imgsz": 416, "data": "remembered.yaml"}
+    assert build(ValSettings, fallbacks=fallbacks).imgsz == 416  # checkpoint over the user file
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("imgsz: 512\n")
+    assert build(ValSettings, {"cfg": str(cfg)}, fallbacks).imgsz == 512  # cfg over the checkpoint
+
+    s = build(ValSettings, {"cfg": str(cfg), "imgsz": "608"}, fallbacks)
+    assert s.imgsz == 608  # explicit over everything
+    assert s.workers == 3 and s.data == "remembered.yaml"  # lower layers still fill the rest
+
+
+def test_user_file_applies_only_keys_the_mode_has():
+    store({"device": "cpu", "workers": 2, "save_txt": True, "hsv_h": 0.02, "conf": 0.4, "batch": 8})
+    train = build(TrainSettings)
+    assert (train.device, train.workers, train.augment.hsv_h, train.batch) == ("cpu", 2, 0.02, 8)
+    assert train.conf == 0.001  # conf is the prediction threshold only: validation needs 0.001
+    val = build(ValSettings)
+    assert (val.device, val.conf, val.batch) == ("cpu", 0.001, 8)
+    predict = build(PredictSettings)
+    assert (predict.device, predict.save_txt, predict.conf, predict.batch) == ("cpu", True, 0.4, 1)
+    export = build(ExportSettings)
+    assert (export.device, export.batch) == ("cpu", 1)  # an exported model's batch is its own
+    assert build(AugmentSettings).hsv_h == 0.015  # not a mode: the file does not apply
+
+
+def test_nothing_is_cached_between_calls():
+    assert build(TrainSettings).workers == 8
+    path = store({"workers": 1})
+    assert build(TrainSettings).workers == 1
+    store({"workers": 5})
+    assert build(TrainSettings).workers == 5
+    path.unlink()
+    assert build(TrainSettings).workers == 8
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("workers: [1,\n", "is not valid YAML"),
+        ("- workers\n- 2\n", "is not a mapping of key: value"),
+        ("workers: -1\n", "workers=-1 is not valid: use an integer >= 0"),
+        ("wokers: 2\n", "'wokers' is not a valid setting. Did you mean workers?"),
+        ("model: yolov8s.pt\n", "'model' cannot be a stored default"),
+        ("lr0: .nan\n", "lr0=nan is not valid"),
+    ],
+)
+def test_a_bad_settings_file_is_named_in_one_line(text: str, why: str):
+    path = user_settings.settings_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    for cls in (TrainSettings, PredictSettings):
+        with pytest.raises(SettingsError) as info:
+            build(cls, {"epochs": "3"} if cls is TrainSettings else {})
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and why in message
+        assert message.endswith("fix the file or run 'yoloforge settings reset'")
+        assert "\n" not in message
+
+
+# ----------------------------------------------------------------------------------------------
+# the user settings file
+
+
+def test_update_checks_everything_before_writing():
+    path = user_settings.settings_file()
+    with pytest.raises(SettingsError, match=r"^workers=-1 is not valid"):
+        user_settings.update({"device": "cpu", "workers": "-1"})
+    assert not path.exists()
+    for bad in ({"source": "photos/"}, {"data": "x.yaml"}, {"wokers": "2"}, {"resume": ""}):
+        with pytest.raises(SettingsError):
+            user_settings.update(bad)
+    assert not path.exists()
+
+    assert user_settings.update({"device": "cpu", "workers": "2", "amp": "false"}) == {
+        "device": "cpu",
+        "workers": 2,
+        "amp": False,
+    }
+    assert yaml.safe_load(path.read_text()) == {"device": "cpu", "workers": 2, "amp": False}
+    assert not list(path.parent.glob(".*.tmp"))  # the temp file of the atomic write is gone
+
+    assert user_settings.update({"workers": ""}) == {"device": "cpu", "amp": False}  # key= removes
+    assert user_settings.update({"device": "0,1"}) == {"device": "0,1", "amp": False}
+    assert build(TrainSettings).device == "0,1"  # stored as a string, read back as one
+    assert user_settings.reset() and not path.exists()
+    assert not user_settings.reset()
+
+
+def test_removing_the_last_key_removes_the_file():
+    user_settings.update({"device": "cpu"})
+    user_settings.update({"device": ""})
+    assert not user_settings.settings_file().exists()
+
+
+def test_storable_keys_leave_out_per_run_ones():
+    keys = user_settings.storable_keys()
+    assert not set(keys) & user_settings.PER_RUN
+    assert keys["device"] == ["train", "val", "predict", "export"]
+    assert keys["conf"] == ["predict"] and keys["batch"] == ["train", "val"]
+    assert keys["lr0"] == ["train"] and keys["format"] == ["export"]
+
+
+def test_config_dir_per_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("YOLOFORGE_CONFIG_DIR", str(tmp_path / "mine"))
+    assert user_settings.settings_file() == tmp_path / "mine" / "settings.yaml"
+
+    monkeypatch.delenv("YOLOFORGE_CONFIG_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert user_settings.config_dir() == tmp_path / "xdg" / "yoloforge"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert user_settings.config_dir() == tmp_path / "home" / ".config" / "yoloforge"
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert user_settings.config_dir() == tmp_path / "home" / "Library" / "Application Support" / "yoloforge"
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("APPDATA", str(tmp_path / "appdata"))
+    assert user_settings.config_dir() == tmp_path / "appdata" / "yoloforge"
+
+
+def test_settings_dataclasses_stay_frozen():
+    s = build(TrainSettings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.epochs = 3  # type: ignore[misc]

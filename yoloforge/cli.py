@@ -8,6 +8,7 @@
     yoloforge check data=config.yaml
     yoloforge convert coco annotations.json images/ out=dataset
     yoloforge convert voc VOCdevkit/VOC2012 out=dataset
+    yoloforge settings device=cpu workers=2        # your own defaults; 'settings reset' removes them
 
 Bad input ends with one line naming the key and what is valid, and exit code 2.
 """
@@ -29,6 +30,7 @@ from yoloforge.settings import (
     build,
     help_lines,
 )
+from yoloforge.user_settings import defaults_for
 
 log = logging.getLogger("yoloforge.cli")
 
@@ -162,7 +164,8 @@ def _predict(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.api import YOLO
 
     _no_positional("predict", positional)
-    pairs.setdefault("save", "True")  # the CLI's point is the saved pictures
+    if "save" not in pairs and "save" not in defaults_for(PredictSettings):
+        pairs["save"] = "True"  # the CLI's point is the saved pictures, unless the user stored save=False
     build(PredictSettings, pairs)
     if not pairs.get("model"):
         raise UsageError("predict: model= is required, e.g. model=runs/detect/train/weights/best.pt")
@@ -228,6 +231,25 @@ def _convert(positional: list[str], pairs: dict[str, str]) -> int:
     return 0
 
 
+def _settings(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge import user_settings
+
+    path = user_settings.settings_file()
+    if positional == ["reset"] and not pairs:
+        print(f"Removed {path}" if user_settings.reset() else f"No settings file to remove ({path})")
+        return 0
+    if positional:
+        raise UsageError(f"settings: unexpected argument '{positional[0]}'; {_modes()['settings'].usage}")
+    stored = user_settings.update(pairs) if pairs else user_settings.load()
+    print(f"Settings file: {path}")
+    if not stored:
+        print("No defaults stored; set some with e.g. yoloforge settings device=cpu workers=2")
+    modes = user_settings.storable_keys()
+    for key, value in stored.items():
+        print(f"  {key}: {value}  ({', '.join(modes[key])})")
+    return 0
+
+
 def _typed(pairs: dict[str, str], spec: dict[str, type], mode: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in pairs.items():
@@ -261,6 +283,12 @@ def _modes() -> dict[str, Mode]:
             None,
             "yoloforge convert coco JSON IMAGES out=DST | yoloforge convert voc DIR out=DST",
         ),
+        "settings": Mode(
+            _settings,
+            "show or set your own defaults for every mode",
+            None,
+            "yoloforge settings [key=value ...] (key= removes one) | yoloforge settings reset",
+        ),
     }
 
 
@@ -276,7 +304,23 @@ def _overview() -> str:
 
 
 def _mode_help(name: str, mode: Mode) -> str:
+    if name == "settings":
+        return _settings_help(mode)
     if mode.settings is None:
         return f"usage: {mode.usage}\n\n{mode.summary}"
     head = [f"usage: yoloforge {name} key=value ...", "", f"{mode.summary}. Settings (default, meaning):"]
-    return "\n".join(head + help_lines(mode.settings))
+    try:
+        user, note = defaults_for(mode.settings), []
+    except SettingsError as e:  # help still works with a broken settings file, and says so
+        user, note = {}, ["", f"Your stored defaults are not shown: {e}"]
+    return "\n".join(head + help_lines(mode.settings, user) + note)
+
+
+def _settings_help(mode: Mode) -> str:
+    from yoloforge import user_settings
+
+    lines = [f"usage: {mode.usage}", "", f"{mode.summary}, stored in {user_settings.settings_file()}."]
+    lines += ["Keys that may be stored (and the modes they apply to):"]
+    lines += [f"  {key:<16} {', '.join(modes)}" for key, modes in user_settings.storable_keys().items()]
+    lines += ["", f"Given for each run instead: {', '.join(sorted(user_settings.PER_RUN))}."]
+    return "\n".join(lines)

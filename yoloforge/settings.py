@@ -6,9 +6,10 @@ groups, so users set them flat, as they know them: ``yoloforge train epochs=3 lr
 ``YOLO(...).train(epochs=3, lr0=0.02)``. ``cfg=file.yaml`` supplies overrides from a file.
 
 Defaults follow the reference trainer's documented defaults, which users' tutorials rely on.
-Numeric settings carry their valid range (``Bounds`` below), checked in ``coerce`` when
+Numeric settings carry their valid range (``low``/``high`` below), checked in ``coerce`` when
 settings load, so ``imgsz=-5`` or ``batch=0`` stops with one line in every mode, not a traceback
-later.
+later. Users may store their own defaults with ``yoloforge settings`` (see ``user_settings``);
+``build`` applies them as the lowest layer above the defaults here.
 """
 
 from __future__ import annotations
@@ -331,17 +332,21 @@ def _parse_int_tuple(value: Any) -> tuple[int, ...] | None:
 def build(cls: type, overrides: dict[str, Any] | None = None, fallbacks: dict[str, Any] | None = None) -> Any:
     """Build settings of ``cls`` from flat overrides, applying ``cfg=file.yaml`` first.
 
-    Layers, lowest first: the defaults above, ``fallbacks`` (what a checkpoint remembers of its
+    Layers, lowest first: the defaults above, the user's stored defaults (``yoloforge settings``,
+    read from the file on every call), ``fallbacks`` (what a checkpoint remembers of its
     training run, e.g. imgsz and data; keys that ``cls`` lacks are ignored), the ``cfg=`` file,
     then ``overrides``. Unknown keys in ``overrides`` raise SettingsError naming the key and the
     closest valid ones.
     """
+    from yoloforge.user_settings import defaults_for  # it validates with this module's coerce
+
     overrides = dict(overrides or {})
     cfg = overrides.get("cfg")
     known_keys = flat_fields(cls)
-    merged: dict[str, Any] = {
-        k: v for k, v in (fallbacks or {}).items() if k in known_keys and k != "cfg" and v is not None
-    }
+    merged: dict[str, Any] = defaults_for(cls)  # read on every call: edits apply at once
+    merged.update(
+        {k: v for k, v in (fallbacks or {}).items() if k in known_keys and k != "cfg" and v is not None}
+    )
     if cfg:
         merged.update(load_yaml_overrides(Path(cfg), cls))
     merged.update(overrides)
@@ -405,16 +410,22 @@ def replace(settings: Any, **changes: Any) -> Any:
     return build(type(settings), flat)
 
 
-def help_lines(cls: type) -> list[str]:
-    """One line per setting: name, default, meaning and valid range (for ``yoloforge MODE --help``)."""
+def help_lines(cls: type, user: dict[str, Any] | None = None) -> list[str]:
+    """One line per setting: name, default, meaning and valid range (for ``yoloforge MODE --help``).
+
+    ``user`` holds the user's stored defaults for this mode; they are shown in place of ours.
+    """
     lines = []
+    user = user or {}
     for key, (f, _, _) in flat_fields(cls).items():
-        default = f.default
+        default = user.get(key, f.default)
         choices = f.metadata.get("choices")
         bounds: Bounds | None = f.metadata.get("bounds")
         shown = [c for c in map(str, choices or ()) if c not in ("False", "True")]
         extra = f" [{'|'.join(shown)}]" if shown else ""
         if bounds is not None:
             extra += f" ({bounds.describe()})"
+        if key in user:
+            extra += f" (your default; built-in {f.default!r})"
         lines.append(f"  {key:<16} {default!r:<14} {f.metadata.get('help', '')}{extra}")
     return lines
