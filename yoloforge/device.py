@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 
 import torch
@@ -29,10 +30,7 @@ def select_device(spec: str | int | None) -> torch.device:
     if not all(s.isdigit() for s in ids):
         raise DeviceError(f"device={spec!r} is not valid: use cpu, mps, 0, or a list like 0,1")
     if not torch.cuda.is_available():
-        raise DeviceError(
-            f"device={spec}: no CUDA GPU is visible (torch {torch.__version__}); "
-            "use device=cpu, or install a CUDA build of torch"
-        )
+        raise DeviceError(f"device={spec}: {why_no_gpu()}")
     count = torch.cuda.device_count()
     bad = [i for i in ids if int(i) >= count]
     if bad:
@@ -40,6 +38,34 @@ def select_device(spec: str | int | None) -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
     index = int(ids[local_rank]) if 0 <= local_rank < len(ids) else int(ids[0])
     return torch.device(f"cuda:{index}")
+
+
+def why_no_gpu() -> str:
+    """What this machine's torch and environment say about the missing GPU, with the likely cause."""
+    version = torch.__version__
+    cuda = torch.version.cuda
+    hip = getattr(torch.version, "hip", None)
+    if cuda is None and hip is None:
+        return (
+            f"no GPU can be used: torch {version} is a CPU-only build; "
+            "use device=cpu, or install a CUDA build of torch (see pytorch.org/get-started)"
+        )
+    build = f"a CUDA {cuda}" if cuda is not None else f"a ROCm {hip}"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        cause = f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU; unset it or name a GPU (e.g. 0)"
+    elif visible is not None:
+        cause = (
+            f"CUDA_VISIBLE_DEVICES={visible!r} names no GPU this machine has (or the driver is not loaded); "
+            "unset it or use an index nvidia-smi lists"
+        )
+    elif cuda is not None and shutil.which("nvidia-smi") is None:
+        cause = "nvidia-smi was not found, so the NVIDIA driver is likely not installed or not loaded"
+    elif cuda is not None:
+        cause = f"nvidia-smi is present; run it: the driver may be too old for CUDA {cuda} or not see the GPU"
+    else:
+        cause = "the ROCm driver may not be loaded; run rocm-smi to check"
+    return f"torch {version} is {build} build but sees no GPU: {cause}; or use device=cpu"
 
 
 def cpu_name() -> str:
