@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,8 @@ class Evolution:
     mutation: Mutation = Mutation()
     keep_weights: bool = False  # keep every trial's weights, not just the best trial's
     plots: bool = True
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # settings every trial shares that
+    # best_hyperparameters.yaml must carry to mean the same in train (e.g. optimizer)
     log: Callable[[str], None] = print
 
     @property
@@ -299,26 +301,32 @@ class Evolution:
         best = max(rows, key=lambda r: r["fitness"])
         is_best = best is row
         if is_best:
-            self._write_best(best, len(rows))
+            self.write_best(best, len(rows))
             if result.weights is not None and result.weights.is_file():
                 target = self.save_dir / "weights" / "best.pt"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(result.weights, target)
         if not self.keep_weights and result.run_dir is not None:
             shutil.rmtree(result.run_dir / "weights", ignore_errors=True)
-        if self.plots:
-            from yoloforge.plots import plot_tune_fitness, plot_tune_scatter
-
-            plot_tune_fitness(rows, self.save_dir / "tune_fitness.png")
-            plot_tune_scatter(rows, list(self.space), self.save_dir / "tune_scatter_plots.png")
+        self.plot(rows)
         mark = " (best so far)" if is_best else ""
         self.log(
             f"Trial {int(row['iteration'])}: fitness {row['fitness']:.5f}{mark}; "
             f"best {best['fitness']:.5f} at trial {int(best['iteration'])}"
         )
 
-    def _write_best(self, best: Mapping[str, float], trials: int) -> None:
-        values = {k: (int(best[k]) if k in INTEGER_KEYS else float(best[k])) for k in self.space}
+    def plot(self, rows: Sequence[Mapping[str, float]]) -> None:
+        """tune_fitness.png and tune_scatter_plots.png of the trials so far."""
+        if self.plots:
+            from yoloforge.plots import plot_tune_fitness, plot_tune_scatter
+
+            plot_tune_fitness(rows, self.save_dir / "tune_fitness.png")
+            plot_tune_scatter(rows, list(self.space), self.save_dir / "tune_scatter_plots.png")
+
+    def write_best(self, best: Mapping[str, float], trials: int) -> None:
+        """best_hyperparameters.yaml: the space's values of ``best``, usable as ``cfg=`` in train."""
+        values = {**self.fixed}
+        values.update({k: (int(best[k]) if k in INTEGER_KEYS else float(best[k])) for k in self.space})
         header = (
             f"# Best of {trials} trials so far: trial {int(best['iteration'])}, "
             f"fitness {best['fitness']:.5f}\n"
