@@ -64,11 +64,18 @@ def count_gflops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
     return (counter.get_total_flops() + BN_FLOPS_PER_ELEMENT * bn_elements) / 1e9
 
 
+def is_fused(model: nn.Module) -> bool:
+    """True when no batch norm is left (``DetectionModel.fuse()`` folded them into the convs)."""
+    return not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
 def summary_line(model: DetectionModel, imgsz: int | tuple[int, int] = 640) -> str:
-    """'YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs'."""
+    """'YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs', or
+    'YOLOv8n summary (fused): 72 layers, ...' for a fused model, as the reference writes them."""
     params, grads = count_parameters(model)
+    fused = " (fused)" if is_fused(model) else ""
     return (
-        f"{model.display_name} summary: {count_layers(model)} layers, {params:,} parameters, "
+        f"{model.display_name} summary{fused}: {count_layers(model)} layers, {params:,} parameters, "
         f"{grads:,} gradients, {count_gflops(model, imgsz):.1f} GFLOPs"
     )
 
