@@ -43,6 +43,11 @@ class YOLO:
         return dict(enumerate(names))
 
     @property
+    def task(self) -> str:
+        """Always 'detect': yoloforge trains and runs detectors only."""
+        return "detect"
+
+    @property
     def ckpt_path(self) -> str | None:
         return str(self._loaded.path) if self._loaded is not None and self._loaded.path else None
 
@@ -96,21 +101,28 @@ class YOLO:
         return self.metrics
 
     def val(self, **overrides: Any):
-        """Validate on ``data=`` (the training data when omitted); returns metrics (``.box.map`` ...)."""
+        """Validate on ``data=`` (the training data when omitted); returns metrics (``.box.map`` ...).
+
+        imgsz, data and single_cls default to the training run's (an export: its input size)."""
         from yoloforge.evaluate import run_validation
 
-        if "data" not in overrides and self._loaded is not None and self._loaded.train_args:
-            overrides["data"] = self._loaded.train_args.get("data", "")
-        settings = build(ValSettings, {"model": self.source, **overrides})
+        remembered = self._remembered("imgsz", "data", "single_cls")
+        settings = build(ValSettings, {"model": self.source, **overrides}, fallbacks=remembered)
+        if "data" not in overrides and settings.data and settings.data == remembered.get("data"):
+            self._check_remembered_data(settings.data)
         self.metrics = run_validation(self.model, self.names, settings)
         return self.metrics
 
     def predict(self, source: Any = None, stream: bool = False, **overrides: Any):
         """Detect objects in images, folders, videos, a webcam (0) or arrays; a list of Results,
-        or a generator of them with ``stream=True``."""
+        or a generator of them with ``stream=True``. imgsz defaults to the training run's."""
         from yoloforge.predictor import Predictor
 
-        settings = build(PredictSettings, {"model": self.source, "stream": stream, **overrides})
+        settings = build(
+            PredictSettings,
+            {"model": self.source, "stream": stream, **overrides},
+            fallbacks=self._remembered("imgsz"),
+        )
         # building a predictor copies and fuses the model: reuse it while model and settings stay
         key = (id(self.model), settings)
         if self._predictor is None or self._predictor[0] != key:
@@ -126,8 +138,37 @@ class YOLO:
         from yoloforge.exporter import export
 
         loaded = self._require_torch("export")
-        settings = build(ExportSettings, {"model": self.source, **overrides})
+        remembered = self._remembered("imgsz")
+        settings = build(ExportSettings, {"model": self.source, **overrides}, fallbacks=remembered)
         return str(export(loaded, settings))
+
+    def fuse(self) -> YOLO:
+        """Fold batch norms into convolutions, in place (faster inference, same predictions).
+        Idempotent; returns self. ``train()`` afterwards still starts from the unfused weights
+        the file holds. An exported model is left as it is (its graph is fixed)."""
+        if self._loaded is not None:
+            self._loaded.model.fuse()
+        return self
+
+    def _remembered(self, *keys: str) -> dict[str, Any]:
+        """What the file remembers of how it was made, for settings the user leaves out: the
+        training run's settings (a .pt) or the input size of an export."""
+        if self._exported is not None:
+            h, w = self._exported.imgsz
+            return {"imgsz": max(h, w)} if "imgsz" in keys else {}
+        args = (self._loaded.train_args if self._loaded is not None else None) or {}
+        return {k: args[k] for k in keys if args.get(k) not in (None, "")}
+
+    def _check_remembered_data(self, data: str) -> None:
+        """One line when the training run's dataset cannot be found from here."""
+        from yoloforge.data.config import DEMO_NAME, DatasetError
+
+        if data in (DEMO_NAME, f"{DEMO_NAME}.yaml") or Path(data).expanduser().is_file():
+            return
+        raise DatasetError(
+            f"{Path(self.source).name} was trained on data={data}, which is not found from here; "
+            "pass data=path/to/config.yaml"
+        )
 
     def _require_torch(self, what: str) -> LoadedModel:
         if self._loaded is None:
