@@ -6,6 +6,8 @@ No matplotlib here: the predictor's ``Results.plot()`` and the trainer's batch p
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -143,3 +145,39 @@ def save_batch_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# windows
+
+
+def gui_problem() -> str | None:
+    """Why ``cv2.imshow`` cannot open a window here, or None when it should.
+
+    Two things are needed: an OpenCV built with a GUI (opencv-python-headless, which yoloforge
+    installs, has none) and, on Linux, a display (DISPLAY or WAYLAND_DISPLAY).
+    """
+    problems = []
+    if _opencv_gui() == "NONE":
+        problems.append("this OpenCV has no GUI (opencv-python-headless; pip install opencv-python)")
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        problems.append("no display (DISPLAY is not set)")
+    return "; ".join(problems) or None
+
+
+def _opencv_gui() -> str:
+    """The GUI backend line of OpenCV's build information ('NONE', 'GTK3', 'QT5', ...), '' if absent."""
+    for line in cv2.getBuildInformation().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "GUI":
+            return value.strip()
+    return ""
+
+
+def show_window(title: str, image_bgr: np.ndarray, wait_ms: int) -> None:
+    """``cv2.imshow`` then ``cv2.waitKey(wait_ms)`` (0: until a key is pressed). Raises cv2.error
+    when OpenCV cannot open a window (check ``gui_problem()`` first)."""
+    cv2.imshow(title, image_bgr)
+    cv2.waitKey(wait_ms)

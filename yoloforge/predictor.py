@@ -16,8 +16,6 @@ import copy
 import itertools
 import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -326,25 +324,35 @@ class ResultWriter:
 
 
 class Window:
-    """``show=True``: cv2.imshow when there is a display; otherwise one warning, then nothing."""
+    """``show=True``: a cv2.imshow window per result when this machine can open one; otherwise
+    one warning line (the same check as ``Results.show()``), then nothing."""
 
     def __init__(self) -> None:
-        headless = sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-        )
-        self.enabled = not headless
-        if headless:
-            log.warning("show=True: no display found (DISPLAY is not set); results are not shown")
+        from yoloforge.draw import gui_problem
+
+        problem = gui_problem()
+        self.enabled = problem is None
+        if problem:
+            _warn_no_window(problem)
 
     def show(self, title: str, image_bgr: np.ndarray) -> None:
+        from yoloforge.draw import show_window
+
         if not self.enabled:
             return
         try:
-            cv2.imshow(title, image_bgr)
-            cv2.waitKey(1)
-        except cv2.error:
+            show_window(title, image_bgr, wait_ms=1)
+        except cv2.error as e:
             self.enabled = False
-            log.warning("show=True: this OpenCV has no GUI (opencv-python-headless?); results are not shown")
+            _warn_no_window(str(e).strip().splitlines()[-1])
+
+
+def _warn_no_window(problem: str) -> None:
+    log.warning(
+        "show=True needs a display and OpenCV with GUI support (%s); results are not shown, "
+        "save them with save=True",
+        problem,
+    )
 
 
 def _imwrite(path: Path, image_bgr: np.ndarray) -> None:

@@ -11,6 +11,8 @@ Boxes are kept in original-image pixels; the other formats are views computed on
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ import numpy as np
 import torch
 
 from yoloforge.boxes import box_iou
+
+log = logging.getLogger(__name__)
 
 Array = torch.Tensor | np.ndarray
 
@@ -211,8 +215,57 @@ class Results:
         data.tofile(str(path))
         return str(path)
 
+    def show(self, **plot_args: Any) -> None:
+        """Open a window with ``plot(**plot_args)`` until a key is pressed. Where no window can
+        open (no display, or opencv-python-headless, which yoloforge installs), one warning line
+        and nothing else: save the picture with ``save()`` instead."""
+        from yoloforge.draw import gui_problem, show_window
+
+        problem = gui_problem()
+        if problem is None:
+            try:
+                show_window(self.path, self.plot(**plot_args), wait_ms=0)
+                return
+            except cv2.error as e:
+                problem = str(e).strip().splitlines()[-1]
+        log.warning(
+            "show() needs a display and OpenCV with GUI support (%s); save the picture with "
+            "results[0].save('out.jpg')",
+            problem,
+        )
+
+    def save_crop(self, save_dir: str | Path, file_name: str | Path = "im.jpg") -> list[str]:
+        """Write each detected box as its own picture: ``save_dir/<class name>/<file_name stem>.jpg``,
+        numbered im.jpg, im2.jpg, ... when the name is taken (as the reference numbers them).
+        Boxes are cut as detected (no margin), clipped to the image, at least one pixel. Returns
+        the paths written, in detection order."""
+        boxes = self.boxes.numpy()
+        h, w = self.orig_shape
+        stem = Path(file_name).stem
+        written = []
+        for (x1, y1, x2, y2), cls in zip(boxes.xyxy.tolist(), boxes.cls.tolist(), strict=True):
+            left, top = min(max(math.floor(x1), 0), w - 1), min(max(math.floor(y1), 0), h - 1)
+            right, bottom = max(min(math.ceil(x2), w), left + 1), max(min(math.ceil(y2), h), top + 1)
+            folder = Path(save_dir) / self.names.get(int(cls), str(int(cls)))
+            folder.mkdir(parents=True, exist_ok=True)
+            path = _free_path(folder, stem, ".jpg")
+            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(self.orig_img[top:bottom, left:right]))
+            if not ok:
+                raise OSError(f"{path}: cannot encode the crop")
+            data.tofile(str(path))
+            written.append(str(path))
+        return written
+
     def __repr__(self) -> str:
         return f"Results(path={self.path!r}, orig_shape={self.orig_shape}, detections={len(self)})"
+
+
+def _free_path(folder: Path, stem: str, suffix: str) -> Path:
+    """folder/stem.jpg, or the first free of folder/stem2.jpg, stem3.jpg, ..."""
+    path, n = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, n = folder / f"{stem}{n}{suffix}", n + 1
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
