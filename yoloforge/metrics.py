@@ -16,6 +16,9 @@ are taken at the confidence that maximises the (lightly smoothed) mean F1 over c
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from yoloforge.structures import Detections
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # (T,)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # (R,)
 CONF_POINTS = np.linspace(0.0, 1.0, 1000)  # x axis of the P, R and F1 curves
+SUMMARY_COLUMNS = ("Class", "Images", "Instances", "Box-P", "Box-R", "Box-F1", "mAP50", "mAP50-95")
 F1_SMOOTH = 0.1  # box filter over 10% of the confidence axis before picking the best F1
 
 
@@ -386,3 +390,33 @@ class DetMetrics:
     def results_dict(self) -> dict[str, float]:
         values = dict(zip(self.keys, self.box.mean_results(), strict=True))
         return {**values, "fitness": self.fitness}
+
+    def summary(self, decimals: int = 5) -> list[dict[str, str | int | float]]:
+        """One dict per class with labels (the rows of the printed table), as the reference's:
+        Class, Images (containing it), Instances, Box-P, Box-R, Box-F1, mAP50, mAP50-95."""
+        box = self.box
+        rows = []
+        for k, c in enumerate(box.ap_class_index.tolist()):
+            p, r, ap50, ap = box.class_result(k)
+            values = {"Box-P": p, "Box-R": r, "Box-F1": float(box.f1[k]), "mAP50": ap50, "mAP50-95": ap}
+            rows.append(
+                {
+                    "Class": self.names.get(c, str(c)),
+                    "Images": int(box.images[c]),
+                    "Instances": int(box.instances[c]),
+                    **{key: round(v, decimals) for key, v in values.items()},
+                }
+            )
+        return rows
+
+    def to_csv(self, decimals: int = 5) -> str:
+        """``summary()`` as CSV text: a header line, then one line per class."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.summary(decimals))
+        return out.getvalue()
+
+    def to_json(self, decimals: int = 5) -> str:
+        """``summary()`` as a JSON list of objects."""
+        return json.dumps(self.summary(decimals), indent=2)
