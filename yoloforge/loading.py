@@ -3,7 +3,8 @@
 - ``yolov8n.yaml`` / ``yolov8n`` / ``yolo11s``: build an untrained model (80 classes);
 - a ``.pt`` file: one of our checkpoints (loaded with ``weights_only=True``), or a detection
   checkpoint written by ultralytics (read by the restricted importer in ``model.weights``,
-  never running pickled code);
+  never running pickled code); TorchScript archives, truncated and crafted files are refused
+  with one line naming the file (``checkpoint.check_archive``) before anything is unpickled;
 - a published name (``yolov8n.pt``) that is not on disk: fetched from the official release.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from yoloforge.checkpoint import Checkpoint, is_ours, load_checkpoint, read_plain
+from yoloforge.checkpoint import Checkpoint, CheckpointError, checkpoint_from, is_ours, read_plain
 from yoloforge.model.weights import load_foreign_checkpoint
 from yoloforge.model.zoo import build_model, parse_model_name
 
@@ -85,10 +86,10 @@ def _find_weights(path: Path) -> Path:
 
 
 def _load_pt(path: Path) -> LoadedModel:
-    plain = read_plain(path)
+    plain = read_plain(path)  # refuses TorchScript, truncated and crafted files in one line
     if is_ours(plain):
-        ckpt = load_checkpoint(path)
-        model = build_model(ckpt.family, ckpt.size, nc=ckpt.nc)
+        ckpt = checkpoint_from(plain, path)
+        model = _model_for(ckpt, path)
         state = {k: v.float() for k, v in ckpt.model.items()}
         model.load_state_dict(state)
         return LoadedModel(
@@ -107,3 +108,32 @@ def _load_pt(path: Path) -> LoadedModel:
         foreign.state_dict,
         dict(foreign.train_args or {}),
     )
+
+
+CLASS_BIAS = "head.cls_branches.0.2.bias"  # (nc,) in both families: tells nc before we build
+
+
+def _model_for(ckpt: Checkpoint, path: Path) -> torch.nn.Module:
+    """The architecture ``ckpt`` names, checked against its weights (keys and shapes) so that a
+    damaged or crafted file ends in one line, and a huge nc is refused before it is allocated."""
+    bias = ckpt.model.get(CLASS_BIAS)
+    if bias is None or tuple(bias.shape) != (ckpt.nc,):
+        found = "no class layer" if bias is None else f"a class layer of shape {tuple(bias.shape)}"
+        raise CheckpointError(f"{path}: damaged checkpoint (nc={ckpt.nc}, but its weights have {found})")
+    try:
+        model = build_model(ckpt.family, ckpt.size, nc=ckpt.nc)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: damaged checkpoint ({e})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(ckpt.model))
+    extra = sorted(set(ckpt.model) - set(expected))
+    wrong = [k for k in expected if k in ckpt.model and ckpt.model[k].shape != expected[k].shape]
+    if missing or extra or wrong:
+        what = (
+            f"'{wrong[0]}' has shape {tuple(ckpt.model[wrong[0]].shape)}, {ckpt.family}{ckpt.size} "
+            f"expects {tuple(expected[wrong[0]].shape)}"
+            if wrong
+            else f"{len(missing)} weights missing, {len(extra)} unknown, e.g. {(missing or extra)[0]}"
+        )
+        raise CheckpointError(f"{path}: damaged checkpoint ({what})")
+    return model

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import pickle
 import types
 import zipfile
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yoloforge.checkpoint import CheckpointError, check_archive, check_tensors, damaged_file_errors
 from yoloforge.model.download import WeightsNotFoundError, fetch_published
 from yoloforge.model.keymap import KeyMapError, block_path_table, map_reference_key
 from yoloforge.model.zoo import SIZES, build_model, parse_model_name
@@ -44,11 +46,11 @@ __all__ = [
 ]
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(pickle.UnpicklingError, CheckpointError):
     """The file's pickle asks for something other than tensors and plain data; nothing was run."""
 
 
-class ForeignCheckpointError(ValueError):
+class ForeignCheckpointError(CheckpointError):
     """The file is not a detection checkpoint we can import; the message says why."""
 
 
@@ -96,12 +98,52 @@ def _pure_windows_path(*parts: str) -> str:
     return str(PureWindowsPath(*parts))
 
 
+class PickledArray(np.ndarray):
+    """A numpy array as the restricted unpickler builds it: only by ``_reconstruct`` and then its
+    pickled state, whose data must hold exactly the elements its shape claims. numpy allocates the
+    shape first (10**13 elements: a MemoryError, 10**9: gigabytes), and an object array given fewer
+    items than its shape crashes the interpreter."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickledArray:
+        raise UnsafeCheckpointError("refused: the file builds a numpy array other than from its pickled data")
+
+    def __setstate__(self, state: Any) -> None:
+        _check_array_state(state)
+        super().__setstate__(state)
+
+
+def _check_array_state(state: Any) -> None:
+    """(version, shape, dtype, is_fortran, data) as ndarray.__reduce__ writes it, data matching shape."""
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        raise ValueError("a numpy array with a malformed pickled state")
+    shape, dtype, _, data = state[-4:]
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+        raise ValueError(f"a numpy array with shape {shape!r}")
+    if not isinstance(dtype, np.dtype) or dtype.subdtype is not None:
+        raise ValueError(f"a numpy array of dtype {dtype!r}")
+    count = math.prod(shape)
+    if dtype.hasobject:
+        fits = dtype == np.dtype(object) and isinstance(data, list) and len(data) == count
+    else:
+        fits = isinstance(data, bytes | bytearray) and len(data) == count * dtype.itemsize
+    if not fits:
+        raise ValueError(f"a numpy array of shape {shape} whose data does not hold that many elements")
+
+
+def _reconstruct_array(subtype: Any, shape: Any, dtype: Any) -> PickledArray:
+    """``numpy.core.multiarray._reconstruct``: an empty array that the pickle's state then fills."""
+    if subtype not in (np.ndarray, PickledArray) or tuple(shape) != (0,):
+        raise ValueError("a numpy array rebuilt other than as numpy pickles it")
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    return multiarray._reconstruct(PickledArray, (0,), dtype)
+
+
 def _numpy_reconstruct() -> dict[tuple[str, str], Any]:
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    out: dict[tuple[str, str], Any] = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
+    out: dict[tuple[str, str], Any] = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): PickledArray}
     for package in ("numpy.core", "numpy._core"):  # numpy 1 and 2 spell the path differently
         out[(f"{package}.multiarray", "scalar")] = multiarray.scalar
-        out[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        out[(f"{package}.multiarray", "_reconstruct")] = _reconstruct_array
     return out
 
 
@@ -178,12 +220,21 @@ def _restricted_pickle_module() -> types.ModuleType:
 def restricted_load(path: str | Path) -> Any:
     """Unpickle a torch zip checkpoint on the CPU with ``RestrictedUnpickler``.
 
-    Raises UnsafeCheckpointError if the pickle asks for anything beyond tensors and plain data.
+    ``check_archive`` first refuses, from the zip directory alone, what torch.save does not write
+    (TorchScript archives among them). Raises UnsafeCheckpointError if the pickle asks for anything
+    beyond tensors and plain data, CheckpointError naming the file for a damaged or crafted one.
     """
     path = Path(path)
-    if not zipfile.is_zipfile(path):
-        raise ForeignCheckpointError(f"{path}: not a PyTorch checkpoint (zip format, torch >= 1.6)")
-    return torch.load(path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False)
+    try:
+        check_archive(path)
+    except CheckpointError as e:
+        raise ForeignCheckpointError(str(e)) from None
+    with damaged_file_errors(path):
+        obj = torch.load(
+            path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False
+        )
+        check_tensors(obj, path)
+    return obj
 
 
 def is_foreign_checkpoint(path: str | Path) -> bool:
@@ -221,6 +272,11 @@ def load_foreign_checkpoint(path: str | Path) -> ForeignCheckpoint:
     trainer's best.pt / last.pt; fp16 or fp32) without running any of its code."""
     path = Path(path)
     ckpt = restricted_load(path)
+    with damaged_file_errors(path):  # a crafted file's structure fails as one line naming it
+        return _translate(ckpt, path)
+
+
+def _translate(ckpt: Any, path: Path) -> ForeignCheckpoint:
     if not isinstance(ckpt, dict):
         raise ForeignCheckpointError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
     model_obj = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
@@ -236,13 +292,14 @@ def load_foreign_checkpoint(path: str | Path) -> ForeignCheckpoint:
     yaml_cfg = attrs.get("yaml") if isinstance(attrs.get("yaml"), dict) else {}
     family, size = _architecture(yaml_cfg, path)
     nc = int(yaml_cfg.get("nc", attrs.get("nc", 0)))  # a wrong nc fails the shape check below
+    state_dict = _our_state_dict(module_tensors(model_obj), family, size, nc, path)  # before nc is trusted
     epoch, best_fitness = ckpt.get("epoch"), ckpt.get("best_fitness")
     return ForeignCheckpoint(
         family=family,
         size=size,
         nc=nc,
         names=_names(attrs.get("names"), nc),
-        state_dict=_our_state_dict(module_tensors(model_obj), family, size, nc, path),
+        state_dict=state_dict,
         train_args=_plain(_as_dict(ckpt.get("train_args"))),
         epoch=-1 if epoch is None else int(epoch),
         best_fitness=None if best_fitness is None else float(best_fitness),
