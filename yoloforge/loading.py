@@ -52,6 +52,8 @@ def load_model(spec: str | Path) -> LoadedModel:
     spec_str = str(spec)
     path = Path(spec_str)
     suffix = path.suffix.lower()
+    if path.is_dir() and not _is_model_name(spec_str):
+        raise ModelSourceError(_folder_message(spec_str, path))
     if suffix in (".yaml", ".yml", "") and not path.is_file():
         family, size = _parse(spec_str)
         model = build_model(family, size, nc=DEFAULT_NC).eval()
@@ -62,6 +64,22 @@ def load_model(spec: str | Path) -> LoadedModel:
             "like yolov8n.yaml, or an exported .onnx/.torchscript file for prediction"
         )
     return _load_pt(_find_weights(path))
+
+
+def _is_model_name(spec: str) -> bool:
+    try:
+        parse_model_name(spec)
+    except ValueError:
+        return False
+    return True
+
+
+def _folder_message(spec: str, folder: Path) -> str:
+    """A run folder given as model=: point at the checkpoint inside it."""
+    found = [folder / rel for rel in ("weights/best.pt", "weights/last.pt", "best.pt", "last.pt")]
+    found = [p for p in found if p.is_file()] or sorted(folder.glob("*.pt"))
+    example = found[0] if found else folder / "weights" / "best.pt"
+    return f"model={spec} is a folder; give a checkpoint file such as {example}"
 
 
 def _parse(spec: str) -> tuple[str, str]:
