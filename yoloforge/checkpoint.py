@@ -28,9 +28,11 @@ Layout (``FORMAT_VERSION`` 1)::
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import pickle
 import re
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -117,21 +119,79 @@ def _plain(value: Any) -> Any:
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
-    """Write ``ckpt`` atomically to ``path`` (temp file in the same folder, fsync, rename)."""
+    """Write ``ckpt`` atomically to ``path`` (temp file in the same folder, fsync, rename).
+
+    A full disk or failed write raises CheckpointError; the previous file at ``path`` is untouched
+    and the temp file removed. The file gets the mode the user's umask gives new files.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt.to_dict(), f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        reason = _write_failure(e, path.parent)  # asked before the temp file frees its space
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if reason is None:
+            raise
+        kept = f"the previous {path.name} is kept" if path.is_file() else "nothing was written"
+        raise CheckpointError(f"could not write {path}: {reason}; {kept}") from e
     _fsync_dir(path.parent)
     return path
+
+
+# mkstemp's names for save_checkpoint's temp files: '.last.pt.' + 8 of [a-z0-9_] + '.tmp'
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files (``.last.pt.k3j9x_2a.tmp``) a killed ``save_checkpoint`` left in
+    ``folder``; returns the removed paths. Call it when no save into ``folder`` is under way."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it in /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def _write_failure(error: BaseException, folder: Path) -> str | None:
+    """Why a checkpoint could not be written, in words; None when ``error`` is not a write failure.
+    torch.save reports a failed write as RuntimeError '[enforce fail at inline_container.cc...]'."""
+    if isinstance(error, OSError):
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    elif isinstance(error, RuntimeError) and "inline_container" in str(error):
+        try:
+            full = shutil.disk_usage(folder).free < (1 << 20)
+        except OSError:
+            full = False
+    else:
+        return None
+    return "the disk is full" if full else f"the write failed ({short_reason(error)})"
 
 
 def _fsync_dir(folder: Path) -> None:
