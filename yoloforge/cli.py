@@ -9,6 +9,7 @@
     yoloforge convert coco annotations.json images/ out=dataset
     yoloforge convert voc VOCdevkit/VOC2012 out=dataset
     yoloforge settings device=cpu workers=2        # your own defaults; 'settings reset' removes them
+    yoloforge strip runs/detect/train/weights/last.pt   # a small copy to ship: last-stripped.pt
 
 Bad input ends with one line naming the key and what is valid, and exit code 2.
 """
@@ -20,6 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from yoloforge.settings import (
     ExportSettings,
@@ -250,6 +252,35 @@ def _settings(positional: list[str], pairs: dict[str, str]) -> int:
     return 0
 
 
+def _strip(positional: list[str], pairs: dict[str, str]) -> int:
+    """Drop what only extending a run needs (optimizer, raw training weights); weights as float16."""
+    import dataclasses
+
+    import torch
+
+    from yoloforge.checkpoint import load_checkpoint, save_checkpoint, state_to
+
+    if len(positional) != 1:
+        raise UsageError(f"strip: give one checkpoint, e.g. {_modes()['strip'].usage}")
+    opts = _typed(pairs, {"out": str}, "strip")
+    src = Path(positional[0])
+    out = Path(str(opts.get("out") or src.with_name(f"{src.stem}-stripped{src.suffix}")))
+    if out.is_dir():
+        out = out / f"{src.stem}-stripped{src.suffix}"
+    ckpt = load_checkpoint(src)
+    before = src.stat().st_size
+    small = dataclasses.replace(
+        ckpt, model=state_to(ckpt.model, torch.float16), train_model=None, optimizer=None
+    )
+    save_checkpoint(small, out)  # atomic, so out= the input path strips it in place safely
+    print(f"Stripped {src} ({_mb(before)}) -> {out} ({_mb(out.stat().st_size)})")
+    return 0
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f}MB"
+
+
 def _typed(pairs: dict[str, str], spec: dict[str, type], mode: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in pairs.items():
@@ -288,6 +319,12 @@ def _modes() -> dict[str, Mode]:
             "show or set your own defaults for every mode",
             None,
             "yoloforge settings [key=value ...] (key= removes one) | yoloforge settings reset",
+        ),
+        "strip": Mode(
+            _strip,
+            "write a small copy of a checkpoint without its optimizer state, in float16",
+            None,
+            "yoloforge strip runs/detect/train/weights/last.pt [out=PATH] (out= the input path: in place)",
         ),
     }
 
