@@ -213,6 +213,15 @@ def test_layers_defaults_user_file_fallbacks_cfg_explicit(tmp_path: Path):
     assert s.workers == 3 and s.data == "remembered.yaml"  # lower layers still fill the rest
 
 
+def test_a_remembered_value_that_is_not_valid_is_only_a_hint():
+    store({"imgsz": 320})
+    fallbacks = {"imgsz": [640, 480], "batch": -1, "data": "d.yaml", "epochs": 30}  # another trainer's
+    s = build(ValSettings, {}, fallbacks)
+    assert (s.imgsz, s.batch, s.data) == (320, 16, "d.yaml")
+    with pytest.raises(SettingsError, match=r"^batch=-1 is not valid"):
+        build(ValSettings, {"batch": -1}, fallbacks)  # what the user writes is checked
+
+
 def test_user_file_applies_only_keys_the_mode_has():
     store({"device": "cpu", "workers": 2, "save_txt": True, "hsv_h": 0.02, "conf": 0.4, "batch": 8})
     train = build(TrainSettings)

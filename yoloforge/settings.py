@@ -334,7 +334,8 @@ def build(cls: type, overrides: dict[str, Any] | None = None, fallbacks: dict[st
 
     Layers, lowest first: the defaults above, the user's stored defaults (``yoloforge settings``,
     read from the file on every call), ``fallbacks`` (what a checkpoint remembers of its
-    training run, e.g. imgsz and data; keys that ``cls`` lacks are ignored), the ``cfg=`` file,
+    training run, e.g. imgsz and data; keys that ``cls`` lacks and values it rejects are ignored,
+    as the user did not write them), the ``cfg=`` file,
     then ``overrides``. Unknown keys in ``overrides`` raise SettingsError naming the key and the
     closest valid ones.
     """
@@ -344,9 +345,14 @@ def build(cls: type, overrides: dict[str, Any] | None = None, fallbacks: dict[st
     cfg = overrides.get("cfg")
     known_keys = flat_fields(cls)
     merged: dict[str, Any] = defaults_for(cls)  # read on every call: edits apply at once
-    merged.update(
-        {k: v for k, v in (fallbacks or {}).items() if k in known_keys and k != "cfg" and v is not None}
-    )
+    for key, value in (fallbacks or {}).items():
+        if (
+            key in known_keys
+            and key != "cfg"
+            and value is not None
+            and _valid(key, value, known_keys[key][1])
+        ):
+            merged[key] = value  # a remembered value this version rejects (imgsz=[640, 480]) is only a hint
     if cfg:
         merged.update(load_yaml_overrides(Path(cfg), cls))
     merged.update(overrides)
@@ -366,6 +372,14 @@ def build(cls: type, overrides: dict[str, Any] | None = None, fallbacks: dict[st
         default_group = {f.name: f for f in fields(cls)}[group].default_factory
         top[group] = default_group(**values)
     return cls(**top)
+
+
+def _valid(key: str, value: Any, owner: type) -> bool:
+    try:
+        coerce(key, value, owner)
+    except SettingsError:
+        return False
+    return True
 
 
 def load_yaml_overrides(path: Path, cls: type) -> dict[str, Any]:
