@@ -99,6 +99,12 @@ def test_val_predict_and_export_default_to_the_training_imgsz_and_data(
     assert (seen["s"].imgsz, seen["s"].data) == (320, str(shapes_small))
 
 
+def test_remembered_values_of_other_shapes_are_read_or_dropped():
+    model = YOLO(FIXTURE)
+    model._loaded.train_args.update(imgsz=[320, 480], data=None, single_cls="no")  # as others write them
+    assert model._remembered("imgsz", "data", "single_cls") == {"imgsz": 480}
+
+
 def _with_data(tmp_path: Path, data: str) -> Path:
     ckpt = load_checkpoint(FIXTURE)
     return save_checkpoint(replace(ckpt, train_args={**ckpt.train_args, "data": data}), tmp_path / "best.pt")

@@ -157,7 +157,12 @@ class YOLO:
             h, w = self._exported.imgsz
             return {"imgsz": max(h, w)} if "imgsz" in keys else {}
         args = (self._loaded.train_args if self._loaded is not None else None) or {}
-        return {k: args[k] for k in keys if args.get(k) not in (None, "")}
+        out = {k: args[k] for k in keys if args.get(k) not in (None, "")}
+        if isinstance(out.get("imgsz"), list | tuple):  # other trainers may keep (h, w)
+            out["imgsz"] = max(out["imgsz"])
+        # a value of an unexpected type (a foreign checkpoint) is not the user's mistake: drop it
+        expected = {"imgsz": int, "data": str, "single_cls": bool}
+        return {k: v for k, v in out.items() if isinstance(v, expected.get(k, object))}
 
     def _check_remembered_data(self, data: str) -> None:
         """One line when the training run's dataset cannot be found from here."""
