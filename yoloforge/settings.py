@@ -305,8 +305,8 @@ def _convert(key: str, value: Any, typ: Any) -> Any:
 
 
 def _shown(value: Any) -> str:
-    """The value as the user wrote it: imgsz=-5, not imgsz='-5'; an empty string shows as ''."""
-    return value if isinstance(value, str) and value.strip() else repr(value)
+    """The value as the user wrote it: imgsz=-5, not imgsz='-5'; '' and 'a\\nb' keep quotes (one line)."""
+    return value if isinstance(value, str) and value.strip() and value.isprintable() else repr(value)
 
 
 def _invalid(key: str, value: Any, typ: Any, f: dataclasses.Field) -> str:
