@@ -218,6 +218,9 @@ def test_fuse_keeps_predictions_and_training(exports, shapes_small, tmp_path):
     after = YOLO(exports["pt"]).fuse().predict(image, verbose=False, device="cpu")[0].boxes.data
     assert torch.allclose(before, after, atol=1e-3)
     assert YOLO(exports["onnx"]).fuse().task == "detect"  # an export: nothing to fold
+    with pytest.raises(RuntimeError, match="is fused for inference .* load the checkpoint again"):
+        model.model.train()  # a loop of one's own: a clear error, not weights silently frozen
+    assert not model.model.training
     model.train(
         data=str(shapes_small), epochs=1, imgsz=64, batch=8, val=False, plots=False,
         project=str(tmp_path), **{k: v for k, v in QUICK.items() if k != "plots"},

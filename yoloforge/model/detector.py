@@ -13,7 +13,7 @@ from torch import nn
 from yoloforge.boxes import dist_to_cxcywh, make_anchors
 from yoloforge.model.head import DetectHead
 from yoloforge.model.layers import ConvBnAct
-from yoloforge.model.summary import layer_table, summary_line
+from yoloforge.model.summary import is_fused, layer_table, summary_line
 
 STRIDES = (8, 16, 32)
 DISPLAY_FAMILY = {"yolov8": "YOLOv8", "yolo11": "YOLO11"}
@@ -111,11 +111,22 @@ class DetectionModel(nn.Module):
         return self._anchor_cache[1], self._anchor_cache[2]
 
     def fuse(self) -> DetectionModel:
-        """Fold every batch norm into its convolution, for inference. Idempotent; returns self."""
+        """Fold every batch norm into its convolution, for inference. Idempotent; returns self.
+
+        A fused model cannot be trained (no batch norms, the folded convs frozen): ``train()``
+        then raises instead of letting an optimizer silently skip most of the weights."""
         for module in self.modules():
             if isinstance(module, ConvBnAct):
                 module.fuse()
         return self
+
+    def train(self, mode: bool = True) -> DetectionModel:
+        if mode and is_fused(self):
+            raise RuntimeError(
+                f"this {self.display_name} is fused for inference (batch norms folded into the convs) "
+                "and cannot be trained; load the checkpoint again to train, e.g. YOLO('best.pt').train(...)"
+            )
+        return super().train(mode)
 
     def summary(self, imgsz: int | tuple[int, int] = 640) -> str:
         """'YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs'."""
