@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yoloforge.runs import RunFolderError
+
 COLUMNS = (
     "epoch",
     "time",
@@ -76,11 +78,20 @@ def write_rows(path: str | Path, rows: list[dict[str, float]]) -> None:
         writer.writerow([_fmt(k, row.get(k, float("nan"))) for k in COLUMNS])
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk, a read-only folder: one line, not a traceback
+            raise RunFolderError(
+                f"{path}: could not be written ({e.strerror or e}); free space there (or fix its "
+                "permissions), then resume the run from its weights/last.pt"
+            ) from None
+        raise
 
 
 def _fmt(key: str, value: float) -> str:
