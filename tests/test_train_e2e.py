@@ -62,7 +62,8 @@ def test_tutorial_code_from_a_reference_checkpoint(shapes_small, tmp_path, monke
     text = "\n".join(lines.lines)
     for expected in [
         "yoloforge 0.1.0 Python-",
-        "train: model=yolov8n.pt, data=config.yaml, epochs=3",
+        "task=detect, mode=train, model=yolov8n.pt, data=config.yaml, epochs=3",
+        "Freezing layer 'head.dfl.proj'",
         "YOLOv8n summary:",
         "Transferred 318/354 items from pretrained weights",
         "train: Scanning ",
@@ -71,6 +72,7 @@ def test_tutorial_code_from_a_reference_checkpoint(shapes_small, tmp_path, monke
         "box_loss   cls_loss   dfl_loss  Instances       Size",
         "3 epochs completed in ",
         "weights/best.pt",
+        "so this run can be resumed or extended; `yoloforge strip last.pt` writes a small copy to ship",
         "                   all          8         23",
         "circle",
         "triangle",
@@ -105,6 +107,7 @@ def test_tutorial_code_from_a_reference_checkpoint(shapes_small, tmp_path, monke
         assert ckpt["format"] == "yoloforge" and ckpt["arch"]["nc"] == 3
         assert ckpt["names"] == ["circle", "square", "triangle"]
     args = yaml.safe_load((run / "args.yaml").read_text())
+    assert list(args)[:4] == ["task", "mode", "model", "data"] and args["task"] == "detect"
     assert args["epochs"] == 3 and args["imgsz"] == 64 and args["hsv_h"] == 0.015
     rows = _rows(run)
     assert tuple(rows[0]) == COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -222,3 +225,114 @@ def test_rect_training_uses_rectangular_batches(write_image, tmp_path):
     )  # fmt: skip
     assert seen.shapes == {(64, 96), (96, 64)}  # sorted by aspect: wide batches, then tall ones
     assert len(_rows(tmp_path / "rect")) == 1
+
+
+def _weights_are_finite(weights: Path) -> None:
+    """Every .pt in ``weights`` loads, and all its floating tensors are finite."""
+    files = sorted(weights.glob("*.pt"))
+    assert files
+    for path in files:
+        ckpt = torch.load(path, weights_only=True)
+        for part in ("model", "train_model"):
+            for key, v in (ckpt[part] or {}).items():
+                assert not v.is_floating_point() or torch.isfinite(v).all(), f"{path.name} {part} {key}"
+
+
+def test_divergence_stops_before_saving_and_keeps_finite_weights(shapes_small, tmp_path):
+    """SGD at lr0=1e6 without warmup: in epoch 2 the weights explode and the validation losses are
+    NaN while the training loss stays finite (before the check, the run ended "successfully" with
+    thousands of inf values in best.pt). It must stop there and keep the last good epoch."""
+    from yoloforge.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 2: .*(last\.pt keeps|nothing was saved)") as e:
+        YOLO("yolov8n.yaml").train(
+            data=str(shapes_small), epochs=2, project=str(tmp_path), name="d",
+            optimizer="SGD", lr0=1e6, warmup_epochs=0, **{**TINY, "plots": False},
+        )  # fmt: skip
+    message = str(e.value)
+    assert "\n" not in message and "lower lr0" in message and "optimizer=auto" in message
+    _weights_are_finite(tmp_path / "d" / "weights")
+    saved = torch.load(tmp_path / "d" / "weights" / "last.pt", weights_only=True)["epoch"] + 1
+    assert [int(r["epoch"]) for r in _rows(tmp_path / "d")] == list(range(1, saved + 1))
+
+
+def test_imgsz_is_rounded_up_to_the_stride_once(shapes_small, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="yoloforge"):
+        YOLO("yolov8n.yaml").train(
+            data=str(shapes_small), epochs=1, project=str(tmp_path), name="s", val=False,
+            fraction=0.25, **{**TINY, "plots": False, "imgsz": 150},
+        )  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if "stride" in r.getMessage()]
+    assert warnings == ["imgsz=150 is not a multiple of the stride 32; training at imgsz=160"]
+    assert yaml.safe_load((tmp_path / "s" / "args.yaml").read_text())["imgsz"] == 160
+    for name in ("last.pt", "best.pt"):
+        assert torch.load(tmp_path / "s" / "weights" / name, weights_only=True)["train_args"]["imgsz"] == 160
+
+
+def test_train_gives_back_threads_cudnn_flags_and_random_state(shapes_small, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = YOLO("yolov8n.yaml")
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        with pytest.raises(KeyboardInterrupt):  # however fit() ends
+            model.train(
+                data=str(shapes_small), epochs=2, project=str(tmp_path), name="t",
+                callbacks=[_StopAfter(1)], **{**TINY, "plots": False},
+            )  # fmt: skip
+        assert torch.get_num_threads() == 1
+        assert torch.backends.cudnn.deterministic is False and torch.backends.cudnn.benchmark is True
+        assert torch.equal(torch.rand(3), expected)  # training drew from its own seeded stream
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _TrainAgainInside(Callback):
+    """Starts a second run on the same folder while the first one holds it."""
+
+    def __init__(self, **train_args):
+        self.train_args, self.error = train_args, None
+
+    def on_train_start(self, trainer):
+        try:
+            YOLO("yolov8n.yaml").train(**self.train_args)
+        except Exception as e:
+            self.error = e
+
+
+def test_a_second_run_on_a_busy_folder_stops_with_one_line(shapes_small, tmp_path):
+    from filelock import FileLock
+
+    from yoloforge.runs import LOCK_NAME, RunFolderError
+
+    args = dict(data=str(shapes_small), epochs=1, project=str(tmp_path), name="x", exist_ok=True)
+    second = _TrainAgainInside(**args, **{**TINY, "plots": False})
+    YOLO("yolov8n.yaml").train(**args, val=False, callbacks=[second], **{**TINY, "plots": False})
+    assert isinstance(second.error, RunFolderError)
+    assert str(tmp_path / "x") in str(second.error) and "\n" not in str(second.error)
+    assert (tmp_path / "x" / "weights" / "last.pt").is_file()  # the first run went on
+    lock = FileLock(tmp_path / "x" / LOCK_NAME, timeout=0)
+    lock.acquire()  # the first run let go of the folder when it ended
+    lock.release()
+
+
+def test_a_failed_start_leaves_no_new_run_folder(tmp_path):
+    from yoloforge.data.config import DatasetError
+
+    with pytest.raises(DatasetError):
+        YOLO("yolov8n.yaml").train(data=str(tmp_path / "missing.yaml"), project=str(tmp_path / "p"), **TINY)
+    assert not (tmp_path / "p").exists()  # neither the run folder nor the project folder it made
+
+    kept = tmp_path / "p" / "train"  # a folder that was there before stays, stale temp files go
+    (kept / "weights").mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    (kept / "weights" / ".last.pt.abc123xy.tmp").write_bytes(b"half a checkpoint")
+    with pytest.raises(DatasetError):
+        YOLO("yolov8n.yaml").train(data=str(tmp_path / "missing.yaml"), project=str(tmp_path / "p"),
+                                   exist_ok=True, **TINY)  # fmt: skip
+    assert (kept / "notes.txt").is_file() and not list(kept.rglob("*.tmp"))

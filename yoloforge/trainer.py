@@ -6,6 +6,8 @@ Side effects other than the run folder (loggers, reports) hang on callbacks.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -24,14 +26,16 @@ from yoloforge.callbacks import Callback, fire
 from yoloforge.checkpoint import Checkpoint, save_checkpoint, state_to
 from yoloforge.data.config import DataConfig, DatasetError, load_data_config
 from yoloforge.data.dataset import TrainDataset, ValDataset
+from yoloforge.data.letterbox import stride_multiple
 from yoloforge.data.loader import build_train_loader, build_val_loader, plan_cpu
 from yoloforge.data.scan import scan_split
 from yoloforge.device import describe, select_device
 from yoloforge.loss.loss import DetectionLoss
+from yoloforge.model.detector import STRIDES
 from yoloforge.model.weights import transfer_state
 from yoloforge.model.zoo import build_model
 from yoloforge.optim import ModelEMA, Schedule, auto_iterations, build_optimizer, optimizer_step
-from yoloforge.runs import next_run_dir
+from yoloforge.runs import RunFolder
 from yoloforge.settings import TrainSettings, to_flat_dict
 from yoloforge.structures import Batch
 from yoloforge.validator import Validator
@@ -42,7 +46,8 @@ BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good weights stay in last.pt."""
+    """The loss, the weights or the validation losses became NaN or infinite; the last good
+    weights stay in last.pt and best.pt."""
 
 
 @dataclass
@@ -105,58 +110,90 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
     def fit(self):
-        """Train, validate every epoch, keep last.pt and best.pt, then validate best.pt."""
-        self._setup()
-        s = self.settings
-        fire(self.callbacks, "on_train_start", self)
-        log.info(
-            "Image sizes %d train, %d val\nUsing %d dataloader workers\nLogging results to %s\n"
-            "Starting training for %d epochs...",
-            s.imgsz,
-            s.imgsz,
-            self.workers,
-            self.save_dir,
-            s.epochs,
-        )
-        t0 = time.time() - self.state.elapsed
-        try:
-            for epoch in range(self.state.epoch, s.epochs):
-                self._maybe_close_mosaic(epoch)
-                train_losses, lrs = self._train_epoch(epoch)
-                final_epoch = epoch + 1 == s.epochs
-                metrics, val_losses = self._validate_epoch(final_epoch)
-                row = self._record(epoch, time.time() - t0, train_losses, metrics, val_losses, lrs)
-                stop = self._after_epoch(epoch, metrics)
-                fire(self.callbacks, "on_epoch_end", self, row)
-                if stop:
-                    break
-        except KeyboardInterrupt:
-            self._on_interrupt()
-            raise
-        hours = (time.time() - t0) / 3600
-        done = self.state.epoch - self._first_epoch
-        log.info("\n%d epochs completed in %.3f hours.", done, hours)
-        self._report_weights()
-        self.final_metrics = self._final_validation()
-        fire(self.callbacks, "on_train_end", self)
-        return self.final_metrics
+        """Train, validate every epoch, keep last.pt and best.pt, then validate best.pt.
+
+        However it ends, the run folder is unlocked again, and torch's thread count, cudnn flags
+        and the global random states are as they were before.
+        """
+        with _process_state_kept(), contextlib.ExitStack() as held:
+            self._setup(held)
+            s = self.settings
+            log.info(
+                "Image sizes %d train, %d val\nUsing %d dataloader workers\nLogging results to %s\n"
+                "Starting training for %d epochs...",
+                s.imgsz, s.imgsz, self.workers, self.save_dir, s.epochs,
+            )  # fmt: skip
+            t0 = time.time() - self.state.elapsed
+            try:
+                for epoch in range(self.state.epoch, s.epochs):
+                    self._maybe_close_mosaic(epoch)
+                    train_losses, lrs = self._train_epoch(epoch)
+                    final_epoch = epoch + 1 == s.epochs
+                    metrics, val_losses = self._validate_epoch(final_epoch)
+                    self._check_finite(epoch, val_losses if metrics is not None else None)
+                    row = self._record(epoch, time.time() - t0, train_losses, metrics, val_losses, lrs)
+                    stop = self._after_epoch(epoch, metrics)
+                    fire(self.callbacks, "on_epoch_end", self, row)
+                    if stop:
+                        break
+            except KeyboardInterrupt:
+                self._on_interrupt()
+                raise
+            hours = (time.time() - t0) / 3600
+            log.info("\n%d epochs completed in %.3f hours.", self.state.epoch - self._first_epoch, hours)
+            self._report_weights()
+            self.final_metrics = self._final_validation()
+            fire(self.callbacks, "on_train_end", self)
+            return self.final_metrics
 
     # ------------------------------------------------------------------------------------------
     # set-up
 
-    def _setup(self) -> None:
-        s = self.settings
+    def _setup(self, held: contextlib.ExitStack) -> None:
+        """Everything before the first epoch. The run folder stays locked until ``held`` closes;
+        when set-up fails in a folder this run made, the folder is removed again."""
+        s = self.settings = _stride_imgsz(self.settings)  # before anything reads imgsz
         self.device = select_device(s.device)
         self.cpu_plan = plan_cpu(self.device, s.workers, s.batch)
         if "OMP_NUM_THREADS" not in os.environ:  # an explicit user choice wins over the plan
             torch.set_num_threads(self.cpu_plan.torch_threads)
         log.info(describe(self.device))
         _seed_everything(s.seed, s.deterministic)
-        self.save_dir = self.start.resume_dir or next_run_dir(s.project, s.name, s.exist_ok)
-        self.weights_dir = self.save_dir / "weights"
+        # what args.yaml and the checkpoints keep; task and mode first, as the reference writes them
+        self.args = {"task": "detect", "mode": "train", **to_flat_dict(s)}
+        log.info("%s", ", ".join(f"{k}={v}" for k, v in self.args.items()))
+        self.run = self._take_run_folder()
+        held.callback(self.run.release)
+        self.save_dir, self.weights_dir = self.run.path, self.run.path / "weights"
+        try:
+            self._build_parts()
+            fire(self.callbacks, "on_train_start", self)
+        except BaseException:
+            self.run.release()
+            self.run.discard()
+            raise
+
+    def _take_run_folder(self) -> RunFolder:
+        """The run folder, locked by rank 0, without the temp files of writes a kill cut short."""
+        s = self.settings
+        if self.start.resume_dir is not None:
+            run = RunFolder.resume(self.start.resume_dir)
+        else:
+            run = RunFolder.claim(s.project, s.name, s.exist_ok)
+        if self.is_main:
+            run.lock()
+            removed = run.remove_stale_temps()
+            if removed:
+                log.info(
+                    "Removed %d temp file(s) left by an interrupted write: %s",
+                    len(removed),
+                    ", ".join(str(p) for p in removed),
+                )
+        return run
+
+    def _build_parts(self) -> None:
+        s = self.settings
         self.weights_dir.mkdir(parents=True, exist_ok=True)
-        flat = to_flat_dict(s)
-        log.info("train: %s", ", ".join(f"{k}={v}" for k, v in flat.items()))
         self.data: DataConfig = load_data_config(s.data)
         self.names = list(self.data.names)
         if s.single_cls:
@@ -167,7 +204,8 @@ class Trainer:
         if self.start.resume is not None:
             self._restore(self.start.resume)
         self._first_epoch = self.state.epoch
-        (self.save_dir / "args.yaml").write_text(yaml.safe_dump(flat, sort_keys=False))
+        if self.is_main:
+            (self.save_dir / "args.yaml").write_text(yaml.safe_dump(self.args, sort_keys=False))
 
     def _build_model(self) -> None:
         s, start = self.settings, self.start
@@ -336,11 +374,34 @@ class Trainer:
             )
             raise TrainingDiverged(
                 f"Loss became {loss.total.item()} at epoch {epoch + 1}, batch {i + 1} ({parts}). "
-                f"Nothing was saved from this epoch; {self.weights_dir / 'last.pt'} keeps the last good "
-                "weights. Try a lower lr0, amp=False, or check the labels with `yoloforge check`."
+                f"Nothing was saved from this epoch; {self._kept_weights(self.state.epoch)}. {TRY_INSTEAD}"
             )
         self.scaler.scale(loss.total).backward()
         return loss.parts.detach().cpu()
+
+    def _check_finite(self, epoch: int, val_losses: torch.Tensor | None) -> None:
+        """Stop before saving when the weights or the validation losses (None: not validated this
+        epoch) are no longer finite: a finite training loss alone does not show divergence."""
+        bad = [
+            what
+            for what, module in (("the training weights", self.model), ("the EMA weights", self.ema.ema))
+            if _non_finite(module.state_dict())
+        ]
+        if val_losses is not None and not torch.isfinite(val_losses).all():
+            bad.append(f"the validation losses ({', '.join(f'{v:.4g}' for v in val_losses.tolist())})")
+        if bad:
+            raise TrainingDiverged(
+                f"Training diverged at epoch {epoch + 1}: {' and '.join(bad)} became NaN or infinite. "
+                f"Nothing was saved from this epoch; {self._kept_weights(self.state.epoch)}. {TRY_INSTEAD}"
+            )
+
+    def _kept_weights(self, last_good: int) -> str:
+        """Which files hold the weights of epoch ``last_good`` (from 1), for the divergence messages."""
+        last, best = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
+        if not last.exists():
+            return "no weights were saved before it"
+        also = f", {best} the best one" if best.exists() else ""
+        return f"{last} keeps the last good epoch ({last_good}){also}"
 
     def _validate_epoch(self, final_epoch: bool):
         if not (self.settings.val or final_epoch) or not self.is_main:
@@ -376,7 +437,6 @@ class Trainer:
     # saving, interruption, the end
 
     def _checkpoint(self, epoch: int, full: bool) -> Checkpoint:
-        args = to_flat_dict(self.settings)
         return Checkpoint(
             family=self.start.family,
             size=self.start.size,
@@ -388,22 +448,35 @@ class Trainer:
             ema_updates=int(self.ema.updates),
             epoch=epoch,
             best_fitness=self.state.best_fitness,
-            train_args=args,
+            train_args=self.args,
         )
 
     def _save(self, epoch: int, improved: bool) -> None:
-        """last.pt keeps everything a resume needs; best.pt only the weights (fp16 EMA)."""
-        save_checkpoint(self._checkpoint(epoch, full=True), self.weights_dir / "last.pt")
+        """last.pt keeps everything a resume needs; best.pt only the weights (fp16 EMA).
+
+        best.pt is written first. A kill between the two writes then leaves last.pt at the
+        previous epoch, and the resume trains this epoch again and rewrites best.pt. The other
+        way round, last.pt would already hold this epoch's best fitness, so the resume would never
+        rewrite best.pt and it would keep an older, worse epoch for good.
+        """
+        files = []
         if improved:
-            save_checkpoint(self._checkpoint(epoch, full=False), self.weights_dir / "best.pt")
+            files.append((self.weights_dir / "best.pt", self._checkpoint(epoch, full=False)))
+        files.append((self.weights_dir / "last.pt", self._checkpoint(epoch, full=True)))
         period = self.settings.save_period
         if period > 0 and (epoch + 1) % period == 0:
-            save_checkpoint(self._checkpoint(epoch, full=False), self.weights_dir / f"epoch{epoch + 1}.pt")
+            files.append((self.weights_dir / f"epoch{epoch + 1}.pt", self._checkpoint(epoch, full=False)))
+        for path, ckpt in files:  # all checked before any is written
+            _refuse_non_finite(ckpt, path, self._kept_weights(epoch))
+        for path, ckpt in files:
+            save_checkpoint(ckpt, path)
 
     def _on_interrupt(self) -> None:
         last = self.weights_dir / "last.pt"
         if self.is_main and not last.exists():
-            save_checkpoint(self._checkpoint(self.state.epoch - 1, full=True), last)
+            ckpt = self._checkpoint(self.state.epoch - 1, full=True)
+            _refuse_non_finite(ckpt, last, "nothing was saved")
+            save_checkpoint(ckpt, last)
         log.warning(
             "\nInterrupted. %s holds the last completed epoch (%d); continue with:\n"
             "  yoloforge train resume=True model=%s",
@@ -413,10 +486,14 @@ class Trainer:
         )
 
     def _report_weights(self) -> None:
-        for name in ("last.pt", "best.pt"):
+        why = {
+            "last.pt": "with the optimizer and training weights, so this run can be resumed or extended; "
+            "`yoloforge strip last.pt` writes a small copy to ship",
+            "best.pt": "fp16 weights only, optimizer stripped",
+        }
+        for name, what in why.items():
             path = self.weights_dir / name
             if path.exists():
-                what = "resume state kept" if name == "last.pt" else "optimizer stripped"
                 log.info("Saved %s, %.1fMB (%s)", path, path.stat().st_size / 2**20, what)
 
     def _final_validation(self):
@@ -449,6 +526,55 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------
 # helpers
 
+TRY_INSTEAD = "Try a lower lr0, optimizer=auto, amp=False, or check the labels with `yoloforge check`."
+
+
+def _stride_imgsz(settings: TrainSettings) -> TrainSettings:
+    """Settings with imgsz rounded up to the model stride (one warning line when it changes)."""
+    imgsz = stride_multiple(settings.imgsz, max(STRIDES), "training at")
+    return settings if imgsz == settings.imgsz else dataclasses.replace(settings, imgsz=imgsz)
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """Give back torch's thread count, the cudnn flags and the global random states on exit."""
+    threads = torch.get_num_threads()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+
+
+def _non_finite(state: dict[str, Any]) -> list[str]:
+    """Keys of the floating tensors in ``state`` (nested dicts and lists too) holding NaN or inf."""
+    bad = []
+    items = state.items() if isinstance(state, dict) else enumerate(state)
+    for key, value in items:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                bad.append(str(key))
+        elif isinstance(value, dict | list | tuple):
+            bad += [f"{key}.{k}" for k in _non_finite(value)]
+    return bad
+
+
+def _refuse_non_finite(ckpt: Checkpoint, path: Path, kept: str) -> None:
+    """TrainingDiverged when ``ckpt`` holds a NaN or infinite tensor (fp16 overflow included)."""
+    for part in ("model", "train_model", "optimizer"):
+        bad = _non_finite(getattr(ckpt, part) or {})
+        if bad:
+            raise TrainingDiverged(
+                f"Training diverged at epoch {ckpt.epoch + 1}: {path.name} would hold non-finite "
+                f"{part} tensors ({bad[0]}{' and more' if len(bad) > 1 else ''}), so it was not written; "
+                f"{kept}. {TRY_INSTEAD}"
+            )
+
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
@@ -461,13 +587,20 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def _freeze(model: torch.nn.Module, n: int) -> list[torch.nn.Module]:
-    """Freeze the first ``n`` numbered blocks (no gradients, BatchNorm statistics kept)."""
+    """Freeze the first ``n`` numbered blocks (no gradients, BatchNorm statistics kept).
+
+    Logs one line per frozen tensor in the reference's words, the DFL projection included: ours
+    is a fixed buffer (``head.dfl.proj``), never trained, where the reference freezes a conv.
+    """
     frozen = list(model.blocks[:n]) if n > 0 else []
-    for block in frozen:
-        for p in block.parameters():
+    frozen_ids = {id(p) for block in frozen for p in block.parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in frozen_ids:
             p.requires_grad_(False)
-    if frozen:
-        log.info("Freezing the first %d layers", len(frozen))
+            log.info("Freezing layer '%s'", name)
+    for name, buffer in model.named_buffers():
+        if buffer is model.head.dfl.proj:
+            log.info("Freezing layer '%s'", name)
     return frozen
 
 
@@ -491,7 +624,8 @@ def train_settings_for_resume(ckpt: Checkpoint, overrides: dict[str, Any]) -> di
             f"resume=True continues the run with its own settings; '{bad[0]}' cannot change "
             f"(only {', '.join(sorted(allowed))} can). Start a new run instead: drop resume=True."
         )
-    args = {k: v for k, v in ckpt.train_args.items() if k != "cfg"}
+    # task and mode head args.yaml and train_args as in the reference; they are not settings
+    args = {k: v for k, v in ckpt.train_args.items() if k not in ("cfg", "task", "mode")}
     args.update({k: v for k, v in overrides.items() if k in allowed})
     args["resume"] = False
     return args
