@@ -230,9 +230,12 @@ def restricted_load(path: str | Path) -> Any:
     except CheckpointError as e:
         raise ForeignCheckpointError(str(e)) from None
     with damaged_file_errors(path):
-        obj = torch.load(
-            path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False
-        )
+        try:
+            obj = torch.load(
+                path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False
+            )
+        except UnsafeCheckpointError as e:  # raised deep in the pickle: name the file
+            raise UnsafeCheckpointError(f"{path}: {e}") from None
         check_tensors(obj, path)
     return obj
 
