@@ -311,9 +311,7 @@ def _check_open_archive(f: IO[bytes], path: Path) -> None:
     except (zipfile.BadZipFile, EOFError, ValueError, struct.error):  # no readable directory
         raise CheckpointError(f"{path}: truncated or incomplete (was it copied whole?)") from None
     if _directory_as_stated(f, size) != (start_dir, len(infos)):
-        raise damaged(
-            path, "its zip directory is not where its end record says; torch.save never writes that"
-        )
+        raise damaged(path, "its zip directory is not where torch.save puts it, just before the end record")
     _check_records(infos, start_dir, size, path)
 
 
