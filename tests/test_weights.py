@@ -17,9 +17,11 @@ import types
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from yoloforge.checkpoint import CheckpointError
 from yoloforge.model.download import WeightsNotFoundError, fetch_published
 from yoloforge.model.keymap import KeyMapError, map_reference_key
 from yoloforge.model.weights import (
@@ -242,6 +244,34 @@ def test_malicious_object_inside_a_model_is_refused(tmp_path, monkeypatch):
     with pytest.raises(UnsafeCheckpointError, match="posix.system|os.system"):
         load_foreign_checkpoint(tmp_path / "evil_model.pt")
     assert not marker.exists()
+
+
+def test_errors_are_checkpoint_errors():
+    """The CLI prints all of them as one line; YOLO() callers can catch ValueError."""
+    assert issubclass(UnsafeCheckpointError, CheckpointError) and issubclass(
+        UnsafeCheckpointError, ValueError
+    )
+    assert issubclass(ForeignCheckpointError, CheckpointError)
+
+
+def test_numpy_arrays_that_hold_their_data_still_load(tmp_path, monkeypatch):
+    raw = restricted_load(FIXTURES / "yolo11n_nc2_last.pt")
+    raw["train_args"]["anchors"] = np.arange(6, dtype=np.float32).reshape(2, 3)
+    raw["train_args"]["mixed"] = np.array([1, "a", None], dtype=object)
+    path = tmp_path / "with_arrays.pt"
+    save_as_foreign(raw, path, monkeypatch)
+    state = restricted_load(path)["train_args"]
+    assert np.array_equal(state["anchors"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert list(state["mixed"]) == [1, "a", None]
+    assert load_foreign_checkpoint(path).train_args["anchors"]  # plain text of the array
+
+
+def test_a_huge_nc_in_the_yaml_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    raw = restricted_load(FIXTURES / "yolov8n.pt")
+    raw["model"].state["yaml"]["nc"] = 10**9  # names would be a list of a billion strings
+    save_as_foreign(raw, tmp_path / "nc.pt", monkeypatch)
+    with pytest.raises(ForeignCheckpointError, match=r"nc.pt: .*nc=1000000000\) expects"):
+        load_foreign_checkpoint(tmp_path / "nc.pt")
 
 
 def test_find_class_admits_tensors_containers_and_placeholders_only():
