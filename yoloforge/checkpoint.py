@@ -215,10 +215,9 @@ def read_plain(path: str | Path) -> dict[str, Any] | None:
     that are not torch.save archives, or are damaged or crafted, raise CheckpointError.
     """
     path = Path(path)
-    check_archive(path)
-    with damaged_file_errors(path):
+    with open_archive(path) as f, damaged_file_errors(path):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(f, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # asks for classes beyond plain data: not ours
             return None
         check_tensors(obj, path)
@@ -279,16 +278,30 @@ def check_archive(path: str | Path) -> None:
     torch.load hands a zip with a ``constants.pkl`` record to torch.jit.load, which runs the
     archive's own code whatever ``weights_only`` says, so such files never reach torch.load.
     """
+    with open_archive(path):
+        pass
+
+
+@contextmanager
+def open_archive(path: str | Path) -> Iterator[IO[bytes]]:
+    """``path`` opened once, checked by ``check_archive``'s rules, at offset 0 for torch.load: the
+    file checked is the file loaded, even if the name is replaced in between."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            _check_open_archive(f, path)
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below, after the caller's load)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder; give a checkpoint file (.pt)") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with f:
+        try:
+            _check_open_archive(f, path)
+            f.seek(0)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+        yield f
 
 
 def _check_open_archive(f: IO[bytes], path: Path) -> None:

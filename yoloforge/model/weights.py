@@ -17,6 +17,7 @@ import pickle
 import types
 import zipfile
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -25,7 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from yoloforge.checkpoint import CheckpointError, check_archive, check_tensors, damaged_file_errors
+from yoloforge.checkpoint import (
+    CheckpointError,
+    check_archive,
+    check_tensors,
+    damaged_file_errors,
+    open_archive,
+)
 from yoloforge.model.download import WeightsNotFoundError, fetch_published
 from yoloforge.model.keymap import KeyMapError, block_path_table, map_reference_key
 from yoloforge.model.zoo import SIZES, build_model, parse_model_name
@@ -225,18 +232,19 @@ def restricted_load(path: str | Path) -> Any:
     beyond tensors and plain data, CheckpointError naming the file for a damaged or crafted one.
     """
     path = Path(path)
-    try:
-        check_archive(path)
-    except CheckpointError as e:
-        raise ForeignCheckpointError(str(e)) from None
-    with damaged_file_errors(path):
+    with ExitStack() as stack:
         try:
-            obj = torch.load(
-                path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False
-            )
-        except UnsafeCheckpointError as e:  # raised deep in the pickle: name the file
-            raise UnsafeCheckpointError(f"{path}: {e}") from None
-        check_tensors(obj, path)
+            f = stack.enter_context(open_archive(path))  # the file checked is the file loaded
+        except CheckpointError as e:
+            raise ForeignCheckpointError(str(e)) from None
+        with damaged_file_errors(path):
+            try:
+                obj = torch.load(
+                    f, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False
+                )
+            except UnsafeCheckpointError as e:  # raised deep in the pickle: name the file
+                raise UnsafeCheckpointError(f"{path}: {e}") from None
+            check_tensors(obj, path)
     return obj
 
 
@@ -244,10 +252,11 @@ def is_foreign_checkpoint(path: str | Path) -> bool:
     """True if ``path`` is a torch zip checkpoint whose pickle names ultralytics classes.
     Reads the pickle's bytes only; nothing is unpickled."""
     try:
+        check_archive(path)  # refuses, among others, a data.pkl that would inflate beyond the file
         with zipfile.ZipFile(path) as archive:
             pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
             return bool(pickles) and b"ultralytics" in archive.read(pickles[0])
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, zipfile.BadZipFile, CheckpointError):
         return False
 
 
