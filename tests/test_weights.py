@@ -365,12 +365,14 @@ def test_fetch_published_offline_is_one_clear_line(tmp_path):
 def test_fetch_published_downloads_to_the_folder(tmp_path):
     calls = []
 
+    published = (FIXTURES / "yolov8n.pt").read_bytes()  # what the release serves: a torch zip
+
     def opener(url, timeout):
         calls.append(url)
-        return FakeResponse(b"x" * 100_000)
+        return FakeResponse(published)
 
     path = fetch_published("yolo11s.pt", tmp_path, opener=opener)
-    assert path == tmp_path / "yolo11s.pt" and path.read_bytes() == b"x" * 100_000
+    assert path == tmp_path / "yolo11s.pt" and path.read_bytes() == published
     assert calls == ["https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11s.pt"]
     assert fetch_published("yolo11s.pt", tmp_path, opener=opener) == path  # present: no second download
     assert len(calls) == 1
@@ -380,6 +382,14 @@ def test_fetch_published_downloads_to_the_folder(tmp_path):
 def test_fetch_published_truncated_download_leaves_nothing(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="incomplete download"):
         fetch_published("yolov8n.pt", tmp_path, opener=lambda url, timeout: FakeResponse(b"abc", length=10))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_published_refuses_what_is_not_a_checkpoint(tmp_path):
+    """A proxy's or captive portal's page served with status 200 is not kept as yolov8n.pt."""
+    page = b"<html><body>Please sign in to the network</body></html>"
+    with pytest.raises(WeightsNotFoundError, match="what arrived is not a PyTorch checkpoint"):
+        fetch_published("yolov8n.pt", tmp_path, opener=lambda url, timeout: FakeResponse(page))
     assert list(tmp_path.iterdir()) == []
 
 

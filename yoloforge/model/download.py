@@ -1,7 +1,8 @@
 """Fetching the published weights (``yolov8n.pt`` ... ``yolo11x.pt``) from the official release.
 
-Written to a temporary file in the target folder and renamed when complete, so an interrupted
-download never leaves a truncated ``.pt`` behind. Offline, one clear error says what to do.
+Written to a temporary file in the target folder and renamed when complete and checked (a zip that
+torch.save could have written), so an interrupted download, or a proxy's error page, never leaves
+a ``.pt`` behind that every later run would trip over. Offline, one clear error says what to do.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from yoloforge.checkpoint import CheckpointError, check_archive
 from yoloforge.model.zoo import MODEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,10 @@ def _download(url: str, target: Path, timeout: float, opener: Callable[..., Any]
             os.fsync(out.fileno())
         if total is not None and tmp.stat().st_size != total:
             raise ConnectionError(f"incomplete download: {tmp.stat().st_size} of {total} bytes")
+        try:
+            check_archive(tmp)
+        except CheckpointError:
+            raise ConnectionError("what arrived is not a PyTorch checkpoint") from None
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
