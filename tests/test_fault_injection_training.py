@@ -1,10 +1,11 @@
 """Fault injection at the training level: kills and a full disk in the middle of a run.
 
 What is injected:
-- SIGKILL of a training process (``python -c`` with the ``YOLO`` API) at seeded random moments
-  after set-up, several times per run, so some kills land while last.pt, best.pt or results.csv
-  is being written; and one kill placed inside a checkpoint write, after its temp file is
-  complete and before the rename, which always leaves a temp file behind;
+- SIGKILL of a training process (``python -c`` with the ``YOLO`` API): one placed inside a
+  checkpoint write, after its temp file is complete and before the rename (it always leaves a
+  temp file behind), then kills at seeded random moments late in an epoch (60-110% of the time
+  the epoch before took), where validation and the writes of results.csv, best.pt and last.pt
+  happen;
 - a disk that fills up after the first epoch (a small tmpfs as ``project=``; root on Linux only).
 
 What must hold, whatever later changes do to the trainer or the checkpoint writer:
@@ -39,15 +40,16 @@ from yoloforge.checkpoint import CheckpointError, load_checkpoint
 EPOCHS = 5
 TINY = dict(imgsz=64, batch=4, workers=0, plots=False, seed=0)
 
-# The training process. argv: data, project, ready file, kill_at (SIGKILL at the kill_at-th
-# rename of a .pt temp file, 0: never). Resumes from weights/last.pt when there is one.
+# The training process. argv: data, project, progress file (a line at the start and after each
+# epoch), kill_at (SIGKILL at the kill_at-th rename of a .pt temp file, 0: never). Resumes from
+# weights/last.pt when there is one.
 CHILD = """
 import os, signal, sys
 from pathlib import Path
 from yoloforge import YOLO
 from yoloforge.callbacks import Callback
 
-data, project, ready, kill_at = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+data, project, progress, kill_at = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 real_replace, renames = os.replace, [0]
 
 def replace(src, dst, *args, **kwargs):
@@ -59,16 +61,20 @@ def replace(src, dst, *args, **kwargs):
 
 os.replace = replace
 
-class Ready(Callback):
+class Progress(Callback):
     def on_train_start(self, trainer):
-        ready.touch()
+        progress.write_text("start\\n")
+
+    def on_epoch_end(self, trainer, row):
+        with progress.open("a") as f:
+            f.write(f"{row['epoch']}\\n")
 
 last = Path(project) / "k" / "weights" / "last.pt"
 if last.exists():
-    YOLO(last).train(resume=True, callbacks=[Ready()])
+    YOLO(last).train(resume=True, callbacks=[Progress()])
 else:
     YOLO("yolov8n.yaml").train(data=data, epochs=EPOCHS, project=project, name="k", exist_ok=True,
-                               callbacks=[Ready()], **TINY)
+                               callbacks=[Progress()], **TINY)
 """.replace("EPOCHS", str(EPOCHS)).replace("**TINY", ", ".join(f"{k}={v!r}" for k, v in TINY.items()))
 
 
@@ -91,18 +97,17 @@ def _check_run_folder(run: Path) -> int | None:
     return load_checkpoint(last).epoch + 1 if last.exists() else None
 
 
-def _train(data: Path, project: Path, log, kill_at: int = 0, kill_after: float | None = None) -> int:
-    """Run the training process once; SIGKILL it ``kill_after`` seconds after set-up ended."""
-    ready = project / "ready"
-    ready.unlink(missing_ok=True)
-    args = [sys.executable, "-c", CHILD, str(data), str(project), str(ready), str(kill_at)]
+def _train(data: Path, project: Path, log, kill_at: int = 0, kill_late: float | None = None) -> int:
+    """Run the training process once. With ``kill_late``, SIGKILL it in its second epoch, at that
+    fraction of the time its first epoch took (the process may finish first)."""
+    progress = project / "progress"
+    progress.unlink(missing_ok=True)
+    args = [sys.executable, "-c", CHILD, str(data), str(project), str(progress), str(kill_at)]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     try:
-        if kill_after is not None:
-            deadline = time.monotonic() + 120
-            while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(kill_after)
+        if kill_late is not None:
+            marks = [_wait_for_line(progress, n, proc) for n in (1, 2)]  # set-up done, one epoch done
+            time.sleep(kill_late * (marks[1] - marks[0]))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
         return proc.wait(timeout=300)
@@ -110,6 +115,16 @@ def _train(data: Path, project: Path, log, kill_at: int = 0, kill_after: float |
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _wait_for_line(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> float:
+    """When ``path`` had ``n`` lines (or the process ended)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            break
+        time.sleep(0.01)
+    return time.monotonic()
 
 
 def test_random_kills_then_resume_train_every_epoch_once(shapes_small, tmp_path):
@@ -121,11 +136,11 @@ def test_random_kills_then_resume_train_every_epoch_once(shapes_small, tmp_path)
         assert _train(shapes_small, project, log, kill_at=3) == -signal.SIGKILL
         assert list((run / "weights").glob(".*.tmp")), "the kill should have left a temp file"
         _check_run_folder(run)
-        for _ in range(3):  # kills at random moments of the epochs, saves included
+        for _ in range(2):  # kills at random moments late in an epoch, saves included
             if (_check_run_folder(run) or 0) >= EPOCHS:
                 break
-            _train(shapes_small, project, log, kill_after=rng.uniform(0.0, 2.5))
-        for _ in range(3):  # then resume until done
+            _train(shapes_small, project, log, kill_late=rng.uniform(0.6, 1.1))
+        for _ in range(2):  # then resume until done
             if (_check_run_folder(run) or 0) >= EPOCHS:
                 break
             assert _train(shapes_small, project, log) == 0, (tmp_path / "training.log").read_text()[-3000:]
