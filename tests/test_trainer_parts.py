@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from yoloforge.checkpoint import Checkpoint
 from yoloforge.model.zoo import build_model
-from yoloforge.results_csv import COLUMNS, epoch_row
+from yoloforge.results_csv import COLUMNS, epoch_row, read_rows, write_rows
 from yoloforge.runs import RunFolder, RunFolderError
 from yoloforge.settings import TrainSettings
 from yoloforge.trainer import (
@@ -120,3 +121,14 @@ def test_run_folder_claim_lock_discard_and_stale_temps(tmp_path):
     kept.release()
     assert sorted(p.name for p in removed) == [".last.pt.abcd1234.tmp", ".results.x1y2z3.tmp"]
     assert not kept.discard() and (kept.path / "weights" / "last.pt").exists()
+
+
+def test_results_csv_is_an_ordinary_file_and_a_failed_write_is_one_line(tmp_path):
+    path = tmp_path / "results.csv"
+    write_rows(path, [epoch_row(1, 1.0, [1, 1, 1], None, [1, 1, 1], [0.1] * 3)])
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    assert read_rows(path)[0]["epoch"] == 1 and not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(RunFolderError, match=r"missing/results\.csv: could not be written"):
+        write_rows(tmp_path / "missing" / "results.csv", [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,12 @@ def write_rows(path: str | Path, rows: list[dict[str, float]]) -> None:
     for row in rows:
         writer.writerow([_fmt(k, row.get(k, float("nan"))) for k in COLUMNS])
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=path.parent)
+    # not mkstemp: its files are 0600; os.open with 0o666 gives an ordinary file under the umask
+    tmp = path.parent / f".results.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise _unwritable(path, e) from None
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(buf.getvalue())
@@ -85,13 +90,17 @@ def write_rows(path: str | Path, rows: list[dict[str, float]]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):  # a full disk, a read-only folder: one line, not a traceback
-            raise RunFolderError(
-                f"{path}: could not be written ({e.strerror or e}); free space there (or fix its "
-                "permissions), then resume the run from its weights/last.pt"
-            ) from None
+            raise _unwritable(path, e) from None
         raise
+
+
+def _unwritable(path: Path, e: OSError) -> RunFolderError:
+    return RunFolderError(
+        f"{path}: could not be written ({e.strerror or e}); free space there (or fix its "
+        "permissions), then resume the run from its weights/last.pt"
+    )
 
 
 def _fmt(key: str, value: float) -> str:
