@@ -336,3 +336,17 @@ def test_a_failed_start_leaves_no_new_run_folder(tmp_path):
         YOLO("yolov8n.yaml").train(data=str(tmp_path / "missing.yaml"), project=str(tmp_path / "p"),
                                    exist_ok=True, **TINY)  # fmt: skip
     assert (kept / "notes.txt").is_file() and not list(kept.rglob("*.tmp"))
+
+
+def test_no_loader_worker_outlives_train(shapes_small, tmp_path):
+    """Repeated train() calls in one process (tune) must not pile up loader worker processes."""
+    import multiprocessing
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    model = YOLO("yolov8n.yaml")
+    model.train(
+        data=str(shapes_small), epochs=1, project=str(tmp_path), **{**TINY, "workers": 2, "plots": False}
+    )
+    assert model.trainer.save_dir.is_dir()
+    left = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert left == []

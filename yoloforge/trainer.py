@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import random
@@ -149,6 +150,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # set-up
 
+    def _release_loaders(self) -> None:
+        """Drop the loaders: their persistent worker processes shut down with them."""
+        self.train_loader = self.val_loader = None
+        self.validator = None
+        gc.collect()  # the workers' iterator may sit in a reference cycle; end them now
+
     def _setup(self, held: contextlib.ExitStack) -> None:
         """Everything before the first epoch. The run folder stays locked until ``held`` closes;
         when set-up fails in a folder this run made, the folder is removed again."""
@@ -164,6 +171,7 @@ class Trainer:
         log.info("%s", ", ".join(f"{k}={v}" for k, v in self.args.items()))
         self.run = self._take_run_folder()
         held.callback(self.run.release)
+        held.callback(self._release_loaders)  # no loader worker outlives fit(): tune runs many
         self.save_dir, self.weights_dir = self.run.path, self.run.path / "weights"
         try:
             self._build_parts()
