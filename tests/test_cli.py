@@ -342,7 +342,7 @@ def test_strip_refuses_other_files_with_one_line(capsys, tmp_path: Path):
 # the README's command lines
 
 
-LIGHTER = {"epochs": "1", "imgsz": "64", "batch": "4"}
+LIGHTER = {"epochs": "1", "imgsz": "64", "batch": "4", "iterations": "2"}
 
 
 def readme_commands() -> list[list[str]]:
@@ -359,11 +359,13 @@ def readme_commands() -> list[list[str]]:
 
 
 def lighter(args: list[str]) -> list[str]:
-    """Only the heavy values change: epochs 1, imgsz 64, batch 4; workers=0 where the mode has it."""
-    if args[0] not in SETTINGS or "--help" in args:
+    """Only the heavy values change: epochs 1, imgsz 64, batch 4, 2 tune trials; workers=0 where the
+    mode has it."""
+    if args[0] not in (*SETTINGS, "tune") or "--help" in args:
         return args
     out = [f"{k}={LIGHTER[k]}" if (k := a.split("=", 1)[0]) in LIGHTER and "=" in a else a for a in args]
-    if "workers" in flat_fields(SETTINGS[args[0]]) and not any(a.startswith("workers=") for a in out):
+    has_workers = args[0] == "tune" or "workers" in flat_fields(SETTINGS[args[0]])  # tune: in each trial
+    if has_workers and not any(a.startswith("workers=") for a in out):
         out.append("workers=0")
     return out
 
@@ -421,7 +423,7 @@ def test_readme_commands_run(capsys, shapes_small: Path, tmp_path: Path):
     assumes: config.yaml (the small shapes dataset), yolov8n.pt (the reference fixture, no download),
     photos/ (a few demo images), and what a data-tool line names (a Label Studio-like export for
     split, a COCO json and images/ for convert). Only heavy values are changed: epochs 1, imgsz 64,
-    batch 4, plus workers=0."""
+    batch 4, iterations 2, plus workers=0."""
     commands = readme_commands()
     assert any(c[0] == "train" for c in commands), "the README shows no yoloforge command"
     shapes = shapes_small.parent

@@ -100,6 +100,18 @@ class YOLO:
         self.trainer = trainer
         return self.metrics
 
+    def tune(self, **overrides: Any) -> dict[str, float]:
+        """Search training hyperparameters: ``iterations`` trials, each a fresh training of this
+        model with mutated hyperparameters (``tuner="ray"``: Ray Tune trials). Tune settings are
+        ``TuneSettings``; every other key is a train setting for every trial. Returns the best
+        trial's row of tune_results.csv (fitness, metrics, hyperparameters)."""
+        import logging
+
+        from yoloforge.tune import run_tune
+
+        self._require_torch("tune")
+        return run_tune(self.source, overrides, log=logging.getLogger("yoloforge.tune").info)
+
     def val(self, **overrides: Any):
         """Validate on ``data=`` (the training data when omitted); returns metrics (``.box.map`` ...).
 

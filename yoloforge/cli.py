@@ -28,6 +28,7 @@ from yoloforge.settings import (
     PredictSettings,
     SettingsError,
     TrainSettings,
+    TuneSettings,
     ValSettings,
     build,
     help_lines,
@@ -50,6 +51,15 @@ class Mode:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `yoloforge train --help | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     from yoloforge.console import setup_console
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -191,6 +201,15 @@ def _export(positional: list[str], pairs: dict[str, str]) -> int:
     return 0
 
 
+def _tune(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.api import YOLO
+
+    _no_positional("tune", positional)
+    model = pairs.pop("model", TrainSettings.model)
+    YOLO(model).tune(**pairs)  # tune and train keys are checked before the first trial
+    return 0
+
+
 def _split(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.data.tools import split_dataset
 
@@ -299,6 +318,9 @@ def _modes() -> dict[str, Mode]:
         "val": Mode(_val, "validate a model on a dataset split", ValSettings),
         "predict": Mode(_predict, "detect objects in images, videos, streams", PredictSettings),
         "export": Mode(_export, "export to ONNX or TorchScript", ExportSettings),
+        "tune": Mode(
+            _tune, "search training hyperparameters (evolution; Ray Tune with tuner=ray)", TuneSettings
+        ),
         "split": Mode(
             _split,
             "split an export into train/val(/test) with a config.yaml",
@@ -346,6 +368,8 @@ def _mode_help(name: str, mode: Mode) -> str:
     if mode.settings is None:
         return f"usage: {mode.usage}\n\n{mode.summary}"
     head = [f"usage: yoloforge {name} key=value ...", "", f"{mode.summary}. Settings (default, meaning):"]
+    if mode.settings is TuneSettings:
+        head[-1] += " (and every train setting, passed to each trial; see yoloforge train --help)"
     try:
         user, note = defaults_for(mode.settings), []
     except SettingsError as e:  # help still works with a broken settings file, and says so

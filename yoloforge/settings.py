@@ -85,7 +85,7 @@ class AugmentSettings:
     translate: float = _s(0.1, "translation (+/- fraction of the image)", bounds=_UNIT)
     scale: float = _s(0.5, "scale gain (+/- fraction)", bounds=_UNIT)
     shear: float = _s(0.0, "shear (+/- degrees)", bounds=Bounds(0, 90, high_open=True))
-    perspective: float = _s(0.0, "perspective (+/- fraction), 0 to 0.001", bounds=_UNIT)
+    perspective: float = _s(0.0, "perspective (+/- fraction), usually 0 to 0.001", bounds=_UNIT)
     flipud: float = _s(0.0, "probability of flipping up-down", bounds=_UNIT)
     fliplr: float = _s(0.5, "probability of flipping left-right", bounds=_UNIT)
     mosaic: float = _s(1.0, "probability of a 4-image mosaic", bounds=_UNIT)
@@ -221,6 +221,27 @@ class ExportSettings:
     batch: int = _s(1, "batch size of the exported model", bounds=_BATCH)
     device: str = _s("", "device used while exporting")
     cfg: str = _s("", "yaml file of settings overriding these defaults")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """The search itself; every other key of ``yoloforge tune`` is a train setting for every trial."""
+
+    iterations: int = _s(300, "trials to run (with resume=True: the new total)", bounds=_AT_LEAST_1)
+    space: str = _s("", "yaml of name: [low, high] to search (default: 22 training hyperparameters)")
+    fitness: str = _s("", "weights of P, R, mAP50, mAP50-95 (default 0,0,0.1,0.9)")
+    tuner: str = _s(
+        "evolve", "evolve: genetic search here; ray: Ray Tune trials with ASHA", ("evolve", "ray")
+    )
+    ray_address: str = _s("", "Ray cluster to use (auto, ray://host:10001); empty starts a local one")
+    cpu_per_trial: float = _s(1.0, "CPUs per Ray trial", bounds=_POSITIVE)
+    gpu_per_trial: float = _s(0.0, "GPUs per Ray trial", bounds=_NONNEG)
+    grace_period: int = _s(1, "epochs every Ray trial runs before ASHA may stop it", bounds=_AT_LEAST_1)
+    keep_weights: bool = _s(False, "keep every trial's weights (default: the best trial's only)")
+    plots: bool = _s(True, "tune_fitness.png and tune_scatter_plots.png")
+    project: str = _s("runs/detect", "parent folder of the tune folder")
+    name: str = _s("tune", "tune folder name (tune, tune2, ... when it exists)")
+    resume: bool = _s(False, "continue the search in the latest tune folder (or name=)")
 
 
 # ----------------------------------------------------------------------------------------------

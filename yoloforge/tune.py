@@ -356,3 +356,78 @@ def yolo_trial(model: str, train_args: Mapping[str, Any], trials_dir: Path) -> T
         return TrialResult(values, weights if weights.is_file() else None, run_dir)
 
     return run
+
+
+# ----------------------------------------------------------------------------------------------
+# the entry point: YOLO(...).tune(...) and `yoloforge tune`
+
+
+def tune_folder(project: str | Path, name: str, resume: bool) -> Path:
+    """A new ``project/name`` (tune, tune2, ...), or with ``resume`` the search to continue:
+    ``project/name`` when it holds tune_results.csv, else the latest such folder named name*."""
+    from yoloforge.runs import next_run_dir
+
+    if not resume:
+        return next_run_dir(project, name)
+    named = Path(project) / name
+    if (named / "tune_results.csv").is_file():
+        return named
+    found = [p.parent for p in Path(project).glob(f"{name}*/tune_results.csv")]
+    if not found:
+        raise TuneError(
+            f"resume=True: no earlier search in {Path(project) / name}* (no tune_results.csv); "
+            "drop resume=True to start one"
+        )
+    return max(found, key=lambda p: (p / "tune_results.csv").stat().st_mtime)
+
+
+def run_tune(
+    model: str, overrides: Mapping[str, Any], log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Search training hyperparameters for ``model``: tune settings (``TuneSettings``) and train
+    settings (every other key, passed to each trial) in one flat mapping, as users type them."""
+    from yoloforge.settings import TrainSettings, TuneSettings, build, flat_fields, to_flat_dict
+
+    tune_keys = flat_fields(TuneSettings)
+    settings = build(TuneSettings, {k: v for k, v in overrides.items() if k in tune_keys})
+    train_overrides = {k: v for k, v in overrides.items() if k not in tune_keys}
+    train = to_flat_dict(build(TrainSettings, {"model": model, **train_overrides}))  # checks every key now
+    known = [k for k in flat_fields(TrainSettings) if k not in ("model", "data", "cfg", "resume")]
+    space = load_space(settings.space, known) if settings.space else dict(DEFAULT_SPACE)
+    fixed: dict[str, Any] = {}
+    if train["optimizer"] == "auto" and {"lr0", "momentum"} & space.keys():
+        fixed["optimizer"] = "SGD"
+        log("tune: optimizer=auto would ignore lr0 and momentum; the trials use optimizer=SGD "
+            "(pass optimizer=AdamW to search with AdamW)")  # fmt: skip
+    elif train["optimizer"] != "auto":
+        fixed["optimizer"] = train["optimizer"]
+    trial_args = {k: v for k, v in train_overrides.items() if k not in space and k not in ("model", "cfg")}
+    trial_args.setdefault("plots", False)
+    trial_args.update(fixed)
+    if Path(str(trial_args.get("data", ""))).is_file():  # Ray runs trials in folders of their own
+        trial_args["data"] = str(Path(trial_args["data"]).resolve())
+    if Path(model).is_file():
+        model = str(Path(model).resolve())
+    save_dir = tune_folder(settings.project, settings.name, settings.resume)
+    log(f"tune: {settings.iterations} trials of {len(space)} hyperparameters, results in {save_dir}")
+    evolution = Evolution(
+        space=space,
+        start={k: float(train[k]) for k in space},
+        iterations=settings.iterations,
+        save_dir=save_dir,
+        trial=yolo_trial(model, trial_args, save_dir / "trials"),
+        fitness_weights=parse_fitness(settings.fitness),
+        seed=int(train["seed"]),
+        keep_weights=settings.keep_weights,
+        plots=settings.plots,
+        fixed=fixed,
+        log=log,
+    )
+    if settings.tuner == "ray":
+        from yoloforge.tune_ray import RayPlan, run_ray
+
+        plan = RayPlan(
+            settings.ray_address, settings.cpu_per_trial, settings.gpu_per_trial, settings.grace_period
+        )
+        return run_ray(evolution, model, trial_args, plan)
+    return evolution.run()
