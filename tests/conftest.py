@@ -55,6 +55,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_settings_for_the_session(tmp_path_factory: pytest.TempPathFactory):
+    """Session- and module-scoped fixtures that train also read an empty user settings folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("YOLOFORGE_CONFIG_DIR", str(tmp_path_factory.mktemp("session_user_config")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _private_user_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test reads an empty user settings folder, never the developer's own defaults."""
