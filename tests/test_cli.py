@@ -436,3 +436,14 @@ def test_readme_commands_run(capsys, shapes_small: Path, tmp_path: Path):
         prepare_inputs(args, tmp_path, shapes)
         code, _, err = run(capsys, *lighter(args))
         assert code == 0, f"yoloforge {' '.join(args)} exited {code}: {err}"
+
+
+def test_yoloforge_debug_shows_the_traceback(monkeypatch):
+    """The one-line errors hide tracebacks; YOLOFORGE_DEBUG=1 lets every kind through."""
+    from yoloforge.settings import SettingsError
+
+    monkeypatch.setenv("YOLOFORGE_DEBUG", "1")
+    with pytest.raises(SettingsError, match="imgsz=-5"):
+        cli.main(["train", "data=shapes", "imgsz=-5"])
+    with pytest.raises(ValueError, match="is a folder"):
+        cli.main(["val", f"model={ROOT / 'tests'}", "data=shapes"])

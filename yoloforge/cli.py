@@ -84,6 +84,8 @@ def _main(argv: list[str] | None) -> int:
         positional, pairs = _split_args(rest)
         return mode.run(positional, pairs)
     except (UsageError, SettingsError) as e:
+        if os.environ.get("YOLOFORGE_DEBUG"):
+            raise
         return _fail(str(e))
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
