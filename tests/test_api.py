@@ -241,3 +241,29 @@ def test_metrics_summary_csv_and_json_per_class(pt_metrics):
     assert len(parsed) == 3 and parsed[0]["Class"] == "circle"
     assert float(parsed[0]["mAP50"]) == rows[0]["mAP50"]
     assert json.loads(pt_metrics.to_json()) == rows
+
+
+def test_a_model_trained_at_96_validates_and_predicts_at_96_on_its_own_data(
+    shapes_small, tmp_path, monkeypatch
+):
+    """Issue 17's case end to end: train at imgsz=96, then val() and predict() with nothing given."""
+    import yoloforge.evaluate
+
+    YOLO("yolov8n.yaml").train(
+        data=str(shapes_small), epochs=1, imgsz=96, batch=4, workers=0, plots=False, project=str(tmp_path)
+    )
+    best = tmp_path / "train" / "weights" / "best.pt"
+    seen = {}
+    real = yoloforge.evaluate.run_validation
+
+    def spy(model, names, settings):
+        seen["settings"] = settings
+        return real(model, names, settings)
+
+    monkeypatch.setattr(yoloforge.evaluate, "run_validation", spy)
+    metrics = YOLO(best).val(project=str(tmp_path), workers=0, plots=False)
+    assert (seen["settings"].imgsz, seen["settings"].data) == (96, str(shapes_small))
+    assert metrics.seen == 8  # shapes_small's val split, taken from the checkpoint
+    model = YOLO(best)
+    model.predict(val_image(shapes_small), verbose=False)
+    assert model._predictor[1].settings.imgsz == 96
