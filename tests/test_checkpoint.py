@@ -15,6 +15,7 @@ from yoloforge.checkpoint import (
     remove_stale_temps,
     save_checkpoint,
 )
+from yoloforge.files import umask
 
 
 def _ckpt(**kw):
@@ -82,7 +83,7 @@ def test_file_mode_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640  # not mkstemp's 0600
-    assert ckpt_mod._umask() == old  # read without being changed
+    assert umask() == old  # read without being changed
 
 
 def test_remove_stale_temps_removes_only_save_checkpoint_temps(tmp_path):

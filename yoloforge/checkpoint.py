@@ -44,6 +44,8 @@ from typing import IO, Any
 
 import torch
 
+from yoloforge.files import umask
+
 FORMAT = "yoloforge"
 FORMAT_VERSION = 1
 
@@ -133,7 +135,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
             torch.save(ckpt.to_dict(), f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a checkpoint is an ordinary file
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException as e:
         reason = _write_failure(e, path.parent)  # asked before the temp file frees its space
@@ -164,19 +166,6 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux shows it in /proc."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore at once
-    os.umask(mask)
-    return mask
 
 
 def _write_failure(error: BaseException, folder: Path) -> str | None:

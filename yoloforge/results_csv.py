@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yoloforge.files import write_text_atomic
 from yoloforge.runs import RunFolderError
 
 COLUMNS = (
@@ -77,23 +76,10 @@ def write_rows(path: str | Path, rows: list[dict[str, float]]) -> None:
     for row in rows:
         writer.writerow([_fmt(k, row.get(k, float("nan"))) for k in COLUMNS])
     path = Path(path)
-    # not mkstemp: its files are 0600; os.open with 0o666 gives an ordinary file under the umask
-    tmp = path.parent / f".results.{secrets.token_hex(4)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as e:
+        write_text_atomic(path, buf.getvalue())
+    except OSError as e:  # a full disk, a read-only folder: one line, not a traceback
         raise _unwritable(path, e) from None
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):  # a full disk, a read-only folder: one line, not a traceback
-            raise _unwritable(path, e) from None
-        raise
 
 
 def _unwritable(path: Path, e: OSError) -> RunFolderError:

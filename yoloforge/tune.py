@@ -22,9 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from yoloforge.files import write_text_atomic
 
 METRIC_COLUMNS = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)")
 DEFAULT_FITNESS = (0.0, 0.0, 0.1, 0.9)  # weights of METRIC_COLUMNS: 0.1 x mAP50 + 0.9 x mAP50-95
@@ -209,27 +209,7 @@ def write_results(path: Path, rows: Sequence[Mapping[str, float]], space: Mappin
     writer.writerow(columns)
     for row in rows:
         writer.writerow([int(row[c]) if c == "iteration" else f"{row[c]:.6g}" for c in columns])
-    _write_atomic(path, buf.getvalue())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_text_atomic(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,7 +313,7 @@ class Evolution:
             + "".join(f"# {k}: {best[k]:.5g}\n" for k in METRIC_COLUMNS)
             + "# Train with: yoloforge train cfg=best_hyperparameters.yaml data=...\n"
         )
-        _write_atomic(
+        write_text_atomic(
             self.save_dir / "best_hyperparameters.yaml", header + yaml.safe_dump(values, sort_keys=False)
         )
 

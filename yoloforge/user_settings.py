@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from yoloforge.files import write_text_atomic
 from yoloforge.settings import (
     ExportSettings,
     PredictSettings,
@@ -163,17 +163,7 @@ def write(values: dict[str, Any]) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     text = HEADER + yaml.safe_dump(dict(sorted(values.items())), sort_keys=False, allow_unicode=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 def reset() -> bool:
