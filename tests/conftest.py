@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -67,3 +71,39 @@ def _private_user_settings_for_the_session(tmp_path_factory: pytest.TempPathFact
 def _private_user_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test reads an empty user settings folder, never the developer's own defaults."""
     monkeypatch.setenv("YOLOFORGE_CONFIG_DIR", str(tmp_path_factory.mktemp("user_config")))
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``tmpfs("2m")``: a folder on a tmpfs of that size, to fill the disk on purpose; unmounted at the
+    end. Mounting needs root on Linux: the test is skipped elsewhere or when the mount is refused."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        if not sys.platform.startswith("linux") or os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root on Linux")
+        folder = tmp_path / f"tmpfs{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Records of the 'yoloforge' logger (the console setup may stop them reaching the root logger)."""
+    logger = logging.getLogger("yoloforge")
+    old_level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(old_level)

@@ -29,18 +29,6 @@ NAMES = ["circle", "square", "triangle"]
 QUICK = {"device": "cpu", "workers": 0, "plots": False}
 
 
-@pytest.fixture
-def logs(caplog):
-    """Records of the 'yoloforge' logger (the console setup may stop them reaching the root logger)."""
-    logger = logging.getLogger("yoloforge")
-    old_level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old_level)
-
-
 def messages(caplog, level: int = logging.INFO) -> list[str]:
     """Each message once, in order (a record may reach caplog through two handlers)."""
     return list(dict.fromkeys(r.getMessage() for r in caplog.records if r.levelno >= level))

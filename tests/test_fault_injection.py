@@ -341,25 +341,8 @@ def small_checkpoint(**model: torch.Tensor) -> Checkpoint:
     return Checkpoint(family="yolov8", size="n", nc=1, names=["a"], model=model or {"w": torch.zeros(4)})
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 2 MiB tmpfs (needs root on Linux; skipped elsewhere)."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root on Linux")
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
-
-
-def test_full_disk_keeps_the_previous_checkpoint(tiny_disk):
+def test_full_disk_keeps_the_previous_checkpoint(tmpfs):
+    tiny_disk = tmpfs("2m")
     last = save_checkpoint(small_checkpoint(), tiny_disk / "last.pt")
     before = last.read_bytes()
     with pytest.raises(CheckpointError) as err:

@@ -89,18 +89,6 @@ def model():
 
 
 @pytest.fixture
-def logs(caplog):
-    """Records of the 'yoloforge' logger (the console setup may stop them reaching the root logger)."""
-    logger = logging.getLogger("yoloforge")
-    old_level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old_level)
-
-
-@pytest.fixture
 def image_dir(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
