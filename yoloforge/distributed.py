@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import socket
 import sys
@@ -92,6 +93,15 @@ class Distributed:
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
         return t.to(tensor.device)
 
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block, then the others (e.g. rank 0 writes a label cache, the rest read it)."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
     def _collective_device(self) -> torch.device:
         if self.backend == "nccl":
             return torch.device("cuda", torch.cuda.current_device())
@@ -150,6 +160,19 @@ def process_group(
         yield Distributed(me.rank, me.local_rank, me.world_size, backend)
     finally:
         torch_dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def quiet_unless_main(dist: Distributed, logger: str = "yoloforge") -> Iterator[None]:
+    """Ranks other than 0 log only warnings and errors for the block: one console, rank 0's."""
+    target = logging.getLogger(logger)
+    level = target.level
+    if not dist.is_main:
+        target.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def free_port() -> int:

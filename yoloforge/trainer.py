@@ -12,6 +12,8 @@ import gc
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ from yoloforge.data.letterbox import stride_multiple
 from yoloforge.data.loader import build_train_loader, build_val_loader, plan_cpu
 from yoloforge.data.scan import scan_split
 from yoloforge.device import describe, select_device
+from yoloforge.distributed import Distributed, DistributedError, process_group, quiet_unless_main
 from yoloforge.loss.loss import DetectionLoss
 from yoloforge.model.detector import STRIDES
 from yoloforge.model.weights import transfer_state
@@ -101,13 +104,16 @@ class Trainer:
         self.settings = settings
         self.start = start
         self.callbacks = list(callbacks or [])
-        # distributed training (torchrun) sets these; one process per GPU, rank 0 writes files
-        self.rank = int(os.environ.get("RANK", "-1"))
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.is_main = self.rank in (-1, 0)
+        self.dist = Distributed()  # under torchrun: this process's rank, set by fit()
         self.state = TrainState()
         self.save_dir: Path
         self.final_metrics = None
+        self._signalled = False  # SIGINT/SIGTERM seen (several processes: acted on by all together)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): writes the run folder, prints, fires callbacks."""
+        return self.dist.is_main
 
     # ------------------------------------------------------------------------------------------
     def fit(self):
@@ -133,8 +139,9 @@ class Trainer:
                     metrics, val_losses = self._validate_epoch(final_epoch)
                     self._check_finite(epoch, val_losses if metrics is not None else None)
                     row = self._record(epoch, time.time() - t0, train_losses, metrics, val_losses, lrs)
-                    stop = self._after_epoch(epoch, metrics)
-                    fire(self.callbacks, "on_epoch_end", self, row)
+                    stop = self.dist.any(self._after_epoch(epoch, metrics))  # rank 0 decides
+                    if self.is_main:
+                        fire(self.callbacks, "on_epoch_end", self, row)
                     if stop:
                         break
             except KeyboardInterrupt:
@@ -144,7 +151,8 @@ class Trainer:
             log.info("\n%d epochs completed in %.3f hours.", self.state.epoch - self._first_epoch, hours)
             self._report_weights()
             self.final_metrics = self._final_validation()
-            fire(self.callbacks, "on_train_end", self)
+            if self.is_main:
+                fire(self.callbacks, "on_train_end", self)
             return self.final_metrics
 
     # ------------------------------------------------------------------------------------------
@@ -161,7 +169,12 @@ class Trainer:
         when set-up fails in a folder this run made, the folder is removed again."""
         s = self.settings = _stride_imgsz(self.settings)  # before anything reads imgsz
         self.device = select_device(s.device)
-        self.cpu_plan = plan_cpu(self.device, s.workers, s.batch)
+        self.dist = held.enter_context(process_group(self.device))
+        held.enter_context(quiet_unless_main(self.dist))
+        if self.dist.enabled:
+            held.enter_context(_signals_as_flag(self))
+        self.batch = _rank_batch(s.batch, self.dist.world_size)
+        self.cpu_plan = plan_cpu(self.device, s.workers, self.batch)
         if "OMP_NUM_THREADS" not in os.environ:  # an explicit user choice wins over the plan
             torch.set_num_threads(self.cpu_plan.torch_threads)
         log.info(describe(self.device))
@@ -169,10 +182,12 @@ class Trainer:
         # what args.yaml and the checkpoints keep; task and mode first, as the reference writes them
         self.args = {"task": "detect", "mode": "train", **to_flat_dict(s)}
         log.info("%s", ", ".join(f"{k}={v}" for k, v in self.args.items()))
-        self.run = self._take_run_folder()
-        held.callback(self.run.release)
+        self.run = self._shared_run_folder()
         held.callback(self._release_loaders)  # no loader worker outlives fit(): tune runs many
-        self.save_dir, self.weights_dir = self.run.path, self.run.path / "weights"
+        if self.run is None:  # ranks other than 0 create nothing
+            self._build_parts()
+            return
+        held.callback(self.run.release)
         try:
             self._build_parts()
             fire(self.callbacks, "on_train_start", self)
@@ -180,6 +195,18 @@ class Trainer:
             self.run.release()
             self.run.discard()
             raise
+
+    def _shared_run_folder(self) -> RunFolder | None:
+        """Rank 0 claims and locks the run folder and tells the others its path; None on them."""
+        run = None
+        try:
+            run = self._take_run_folder() if self.is_main else None
+        finally:  # rank 0 failing still answers, so the others do not wait for it
+            path = self.dist.broadcast(run.path if run is not None else None)
+        if path is None:
+            raise DistributedError("rank 0 could not take the run folder (its error is above)")
+        self.save_dir, self.weights_dir = path, path / "weights"
+        return run
 
     def _take_run_folder(self) -> RunFolder:
         """The run folder, locked by rank 0, without the temp files of writes a kill cut short."""
@@ -201,7 +228,8 @@ class Trainer:
 
     def _build_parts(self) -> None:
         s = self.settings
-        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
         self.data: DataConfig = load_data_config(s.data)
         self.names = list(self.data.names)
         if s.single_cls:
@@ -211,6 +239,7 @@ class Trainer:
         self._build_optimization()
         if self.start.resume is not None:
             self._restore(self.start.resume)
+        self.train_model = self._wrap(self.model)
         self._first_epoch = self.state.epoch
         if self.is_main:
             (self.save_dir / "args.yaml").write_text(yaml.safe_dump(self.args, sort_keys=False))
@@ -224,12 +253,21 @@ class Trainer:
         log.info("%s", model.layer_table())
         log.info("%s", model.summary(imgsz=640))
         self.frozen = _freeze(model, s.freeze)
-        self.model = model.to(self.device)
+        self.model = model.to(self.device)  # unwrapped: what the EMA, checkpoints and validation read
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the training step calls: DistributedDataParallel over several processes
+        (built after a resume's restore: it copies rank 0's weights to every rank)."""
+        if not self.dist.enabled:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def _build_data(self) -> None:
         s = self.settings
-        train_records = scan_split(self.data.train, self.data.names, prefix="train").records
-        val_records = scan_split(self.data.val, self.data.names, prefix="val").records
+        with self.dist.main_first():  # rank 0 writes the label caches, the others then read them
+            train_records = scan_split(self.data.train, self.data.names, prefix="train").records
+            val_records = scan_split(self.data.val, self.data.names, prefix="val").records
         if s.single_cls:
             train_records = [r.as_single_class() for r in train_records]
             val_records = [r.as_single_class() for r in val_records]
@@ -244,24 +282,26 @@ class Trainer:
             cache_ram=cache_ram,
             fraction=s.fraction,
             rect=s.rect,
-            batch_size=s.batch,
+            batch_size=self.batch,
             stride=int(self.model.stride.max()),
         )
         if s.rect:
             log.info("rect=True: rectangular training batches of similar aspect ratio, mosaic and mixup off")
         train_records = self.train_set.records
-        self.val_set = ValDataset(val_records, imgsz=s.imgsz, batch_size=s.batch * 2, cache_ram=cache_ram)
         self.workers = self.cpu_plan.workers
         self.train_loader = build_train_loader(
             self.train_set,
-            batch=s.batch,
+            batch=self.batch,
             workers=self.workers,
             seed=s.seed,
             device=self.device,
-            rank=max(self.rank, 0),
-            world_size=self.world_size,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
-        self.val_loader = build_val_loader(self.val_set, workers=self.workers, device=self.device)
+        self.val_set = self.val_loader = None
+        if self.is_main:  # validation runs on rank 0 (the others wait for its decisions)
+            self.val_set = ValDataset(val_records, imgsz=s.imgsz, batch_size=s.batch * 2, cache_ram=cache_ram)
+            self.val_loader = build_val_loader(self.val_set, workers=self.workers, device=self.device)
         if s.plots and self.is_main:
             from yoloforge.plots import plot_labels
 
@@ -282,13 +322,18 @@ class Trainer:
         self.ema = ModelEMA(self.model)
         self.amp = s.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.criterion = DetectionLoss(
+        self.criterion = self._criterion(self.dist)
+        self.validator = self._validator(plots=False, verbose=False, criterion=self._criterion(Distributed()))
+
+    def _criterion(self, dist: Distributed) -> DetectionLoss:
+        """The loss; ``dist`` normalises it over the ranks' batches (training, several processes)."""
+        return DetectionLoss(
             nc=len(self.names),
             reg_max=self.model.reg_max,
             strides=tuple(int(x) for x in self.model.stride),
-            gains=s.loss,
+            gains=self.settings.loss,
+            dist=dist,
         )
-        self.validator = self._validator(plots=False, verbose=False, criterion=self.criterion)
 
     def _validator(self, plots: bool, verbose: bool, criterion=None) -> Validator:
         s = self.settings
@@ -348,13 +393,14 @@ class Trainer:
             step = i + nb * epoch
             if step <= self.schedule.warmup_steps:
                 accumulate = self.schedule.warmup(self.optimizer, step, epoch)
-            parts = self._train_step(batch, epoch, i)
-            if step - self.last_opt_step >= accumulate:  # about nbs images per optimizer step
+            stepping = step - self.last_opt_step >= accumulate  # about nbs images per optimizer step
+            parts = self._train_step(batch, epoch, i, sync=stepping)
+            if stepping:
                 optimizer_step(self.optimizer, self.scaler, model, max_norm=10.0)
                 self.ema.update(model)
                 self.last_opt_step = step
             mean_loss = (mean_loss * i + parts) / (i + 1)
-            if self.is_main:
+            if self.is_main:  # this rank's losses; results.csv gets the mean over ranks
                 bar.set_description(
                     ("%11s" * 2 + "%11.4g" * 5)
                     % (
@@ -368,24 +414,48 @@ class Trainer:
                 if s.plots and epoch == self._first_epoch and i < 3:
                     self._plot_train_batch(batch, i)
         lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if self.dist.enabled:
+            mean_loss = self.dist.sum(mean_loss) / self.dist.world_size
         return mean_loss, lrs
 
-    def _train_step(self, batch: Batch, epoch: int, i: int) -> torch.Tensor:
+    def _train_step(self, batch: Batch, epoch: int, i: int, sync: bool = True) -> torch.Tensor:
+        """Forward and backward one batch; ``sync=False`` (accumulating, several processes) skips
+        DDP's gradient all-reduce: the next synced backward reduces the summed gradients."""
         batch = batch.to(self.device, non_blocking=True)
         images = batch.images.float() / 255  # (B, 3, H, W) in [0, 1]
-        with torch.autocast(self.device.type, enabled=self.amp):
-            feats = self.model(images)
-            loss = self.criterion(feats, batch)
-        if not torch.isfinite(loss.total):
-            parts = ", ".join(
-                f"{n}={v:.4g}" for n, v in zip(("box", "cls", "dfl"), loss.parts.tolist(), strict=True)
-            )
+        no_sync = self.dist.enabled and not sync
+        with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
+            with torch.autocast(self.device.type, enabled=self.amp):
+                feats = self.train_model(images)
+                loss = self.criterion(feats, batch)
+            finite = bool(torch.isfinite(loss.total))
+            if self.dist.enabled:
+                self._agree_to_go_on(finite, f"at epoch {epoch + 1}, batch {i + 1}")
+            if not finite:
+                raise TrainingDiverged(self._loss_message(loss, epoch, i))
+            self.scaler.scale(loss.total).backward()
+        return loss.parts.detach().cpu()
+
+    def _agree_to_go_on(self, finite: bool, where: str) -> None:
+        """Several processes: all stop together when any rank's loss is not finite or any rank
+        was signalled (SIGINT/SIGTERM), so no rank waits in a collective for one that left."""
+        bad, signalled = self.dist.sum(torch.tensor([float(not finite), float(self._signalled)])).tolist()
+        if bad and finite:  # the rank whose loss it was raises with the details
             raise TrainingDiverged(
-                f"Loss became {loss.total.item()} at epoch {epoch + 1}, batch {i + 1} ({parts}). "
+                f"Loss became non-finite in {int(bad)} of {self.dist.world_size} processes {where}. "
                 f"Nothing was saved from this epoch; {self._kept_weights(self.state.epoch)}. {TRY_INSTEAD}"
             )
-        self.scaler.scale(loss.total).backward()
-        return loss.parts.detach().cpu()
+        if signalled and not bad:
+            raise KeyboardInterrupt
+
+    def _loss_message(self, loss, epoch: int, i: int) -> str:
+        parts = ", ".join(
+            f"{n}={v:.4g}" for n, v in zip(("box", "cls", "dfl"), loss.parts.tolist(), strict=True)
+        )
+        return (
+            f"Loss became {loss.total.item()} at epoch {epoch + 1}, batch {i + 1} ({parts}). "
+            f"Nothing was saved from this epoch; {self._kept_weights(self.state.epoch)}. {TRY_INSTEAD}"
+        )
 
     def _check_finite(self, epoch: int, val_losses: torch.Tensor | None) -> None:
         """Stop before saving when the weights or the validation losses (None: not validated this
@@ -397,6 +467,7 @@ class Trainer:
         ]
         if val_losses is not None and not torch.isfinite(val_losses).all():
             bad.append(f"the validation losses ({', '.join(f'{v:.4g}' for v in val_losses.tolist())})")
+        bad = self.dist.broadcast(bad)  # rank 0 validated: every rank takes its verdict
         if bad:
             raise TrainingDiverged(
                 f"Training diverged at epoch {epoch + 1}: {' and '.join(bad)} became NaN or infinite. "
@@ -485,6 +556,8 @@ class Trainer:
             ckpt = self._checkpoint(self.state.epoch - 1, full=True)
             _refuse_non_finite(ckpt, last, "nothing was saved")
             save_checkpoint(ckpt, last)
+        if not self.is_main:
+            return
         log.warning(
             "\nInterrupted. %s holds the last completed epoch (%d); continue with:\n"
             "  yoloforge train resume=True model=%s",
@@ -557,6 +630,36 @@ def _process_state_kept():
         random.setstate(rng[0])
         np.random.set_state(rng[1])
         torch.set_rng_state(rng[2])
+
+
+def _rank_batch(batch: int, world_size: int) -> int:
+    """Images per process: ``batch`` is the global batch, split evenly across the processes."""
+    if batch % world_size:
+        raise ValueError(
+            f"batch={batch} does not split evenly across {world_size} training processes; "
+            f"use a multiple of {world_size}"
+        )
+    return batch // world_size
+
+
+@contextlib.contextmanager
+def _signals_as_flag(trainer: Trainer):
+    """Several processes: SIGINT and SIGTERM (torchrun's stop) set ``trainer._signalled``; the
+    ranks then stop together at the next batch and rank 0 keeps a resumable last.pt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum, frame):
+        trainer._signalled = True
+
+    trainer._signalled = False
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _non_finite(state: dict[str, Any]) -> list[str]:

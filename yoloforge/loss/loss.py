@@ -6,6 +6,10 @@ read the same: each term is summed over anchors and divided by the sum of the so
 the sum of the three times the batch size, which, with accumulation to the nominal batch of 64 and
 the reference's learning rates, gives the same training dynamics.
 
+Several processes (``dist``, DistributedDataParallel): each rank's scalar is normalised by the
+target scores of all ranks and scaled so that DDP's average of the ranks' gradients equals the
+gradient one process computes on the global batch, exactly rather than on average.
+
 Units: the model predicts, per anchor and side (left, top, right, bottom), a distribution over
 ``reg_max`` bins of the distance from the anchor centre in *stride units* (grid cells of its level).
 Box and DFL losses work in those units; the assigner works in input pixels.
@@ -20,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from yoloforge.boxes import ciou, dist_to_xyxy, make_anchors, xyxy_to_dist
+from yoloforge.distributed import Distributed
 from yoloforge.loss.assigner import Assignment, TaskAlignedAssigner, pad_targets
 from yoloforge.settings import LossSettings
 from yoloforge.structures import Batch
@@ -92,8 +97,10 @@ class DetectionLoss:
         topk: int = 10,
         alpha: float = 0.5,
         beta: float = 6.0,
+        dist: Distributed | None = None,
     ) -> None:
         self.nc = nc
+        self.dist = dist or Distributed()
         self.reg_max = reg_max
         self.strides = [int(s) for s in strides]
         self.gains = gains or LossSettings()
@@ -120,13 +127,29 @@ class DetectionLoss:
             preds.anchor_points * preds.strides,  # pixels
             targets,
         )
-        score_sum = assigned.scores.sum().clamp(min=1)  # stays on the device: no host sync
+        score_sum = assigned.scores.sum()  # stays on the device: no host sync
 
         cls_loss = F.binary_cross_entropy_with_logits(preds.cls_logits, assigned.scores, reduction="sum")
         box_loss, dfl_loss = self._box_losses(preds, pred_boxes, assigned)
-        parts = torch.stack((box_loss, cls_loss, dfl_loss)) / score_sum
-        parts = parts * torch.tensor([self.gains.box, self.gains.cls, self.gains.dfl], device=device)
-        return LossOutput(total=parts.sum() * b, parts=parts.detach())
+        sums = torch.stack((box_loss, cls_loss, dfl_loss))
+        gains = torch.tensor([self.gains.box, self.gains.cls, self.gains.dfl], device=device)
+        parts = sums / score_sum.clamp(min=1) * gains  # this rank's: what is logged
+        if not self.dist.enabled:
+            return LossOutput(total=parts.sum() * b, parts=parts.detach())
+        return LossOutput(total=self._distributed_total(sums, gains, score_sum, b), parts=parts.detach())
+
+    def _distributed_total(
+        self, sums: torch.Tensor, gains: torch.Tensor, score_sum: torch.Tensor, b: int
+    ) -> torch.Tensor:
+        """This rank's share of the one-process scalar on the global batch, times the world size.
+
+        One process: ``B * sum_r(sums_r) / S`` (B images, S target scores, over all ranks r). DDP
+        averages the ranks' gradients, so rank r backwards ``w * B * sums_r / S``.
+        """
+        w = self.dist.world_size
+        both = self.dist.sum(torch.stack((score_sum.detach(), score_sum.new_tensor(float(b)))))
+        total_scores, global_batch = both[0].clamp(min=1), both[1]
+        return (sums / total_scores * gains).sum() * global_batch * w
 
     def _box_losses(
         self, preds: Predictions, pred_boxes: torch.Tensor, assigned: Assignment
