@@ -280,12 +280,11 @@ class Evolution:
     def _after_trial(self, rows: list[dict[str, float]], row: dict[str, float], result: TrialResult) -> None:
         best = max(rows, key=lambda r: r["fitness"])
         is_best = best is row
-        if is_best:
-            self.write_best(best, len(rows))
-            if result.weights is not None and result.weights.is_file():
-                target = self.save_dir / "weights" / "best.pt"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(result.weights, target)
+        self.write_best(best, len(rows))  # its header counts the trials so far
+        if is_best and result.weights is not None and result.weights.is_file():
+            target = self.save_dir / "weights" / "best.pt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(result.weights, target)
         if not self.keep_weights and result.run_dir is not None:
             shutil.rmtree(result.run_dir / "weights", ignore_errors=True)
         self.plot(rows)
