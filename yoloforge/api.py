@@ -61,7 +61,13 @@ class YOLO:
 
     # --- modes ---------------------------------------------------------------------------------
     def train(self, callbacks: list | None = None, **overrides: Any):
-        """Train on ``data=``; returns the final validation metrics. Afterwards this object holds best.pt."""
+        """Train on ``data=``; returns the final validation metrics. Afterwards this object holds best.pt.
+
+        ``device=[0, 1]`` (or ``"0,1"``) trains in one process per GPU, launched through torchrun;
+        it returns None (the metrics are in the run's results.csv) and takes no callbacks (they
+        would run in another process). CPU processes: ``torchrun --nproc-per-node=N -m yoloforge
+        train device=cpu ...``.
+        """
         from yoloforge.trainer import StartingPoint, Trainer, train_settings_for_resume
 
         loaded = self._require_torch("train")
@@ -84,6 +90,10 @@ class YOLO:
         else:
             overrides = {"model": self.source, **overrides}
             settings = build(TrainSettings, overrides)
+        from yoloforge import launch
+
+        if launch.wants_processes(settings.device):
+            return self._train_in_processes(settings, overrides, callbacks)
         start = StartingPoint(
             family=loaded.family,
             size=loaded.size,
@@ -99,6 +109,27 @@ class YOLO:
             self.source, self._loaded = str(best), load_model(best)
         self.trainer = trainer
         return self.metrics
+
+    def _train_in_processes(self, settings: TrainSettings, overrides: dict[str, Any], callbacks) -> None:
+        from yoloforge.distributed import DistributedError
+        from yoloforge.launch import train_in_processes
+
+        if callbacks:
+            raise ValueError(
+                f"device={settings.device}: callbacks cannot reach the training processes; "
+                "train on one device, or run torchrun yourself with the callbacks in your script"
+            )
+        launched = train_in_processes(self.source, settings, overrides)
+        if launched.returncode != 0:
+            raise DistributedError(
+                f"training in several processes failed (exit status {launched.returncode}); "
+                "the failing process's error is above"
+            )
+        best = launched.run_dir / "weights" / "best.pt"
+        if best.exists():
+            self.source, self._loaded = str(best), load_model(best)
+        self.metrics = None
+        return None
 
     def tune(self, **overrides: Any) -> dict[str, float]:
         """Search training hyperparameters: ``iterations`` trials, each a fresh training of this

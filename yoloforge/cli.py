@@ -157,9 +157,14 @@ def _train(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.api import YOLO
 
     _no_positional("train", positional)
-    build(TrainSettings, pairs)  # every key and value checked before anything loads
+    settings = build(TrainSettings, pairs)  # every key and value checked before anything loads
     model = pairs.pop("model", TrainSettings.model)
-    YOLO(model).train(**pairs)
+    from yoloforge import launch
+
+    yolo = YOLO(model)  # a model that cannot load is one line here, not one per process
+    if launch.wants_processes(settings.device):  # device=0,1: torchrun runs this command per GPU
+        return launch.train_in_processes(model, settings, pairs).returncode
+    yolo.train(**pairs)
     return 0
 
 

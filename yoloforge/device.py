@@ -17,7 +17,7 @@ class DeviceError(ValueError):
 def select_device(spec: str | int | None) -> torch.device:
     """'' -> first CUDA GPU if there is one, else CPU; 'cpu'; 0 / '0' / 'cuda:0'; '0,1' -> cuda:0
     (the other GPUs are used by torchrun/DDP, one process each); 'mps'."""
-    spec = "" if spec is None else str(spec).strip().lower().replace("cuda:", "").replace(" ", "")
+    spec = _normalised(spec)
     if spec in ("", "none"):
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
@@ -38,6 +38,22 @@ def select_device(spec: str | int | None) -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
     index = int(ids[local_rank]) if 0 <= local_rank < len(ids) else int(ids[0])
     return torch.device(f"cuda:{index}")
+
+
+def gpu_ids(spec: str | int | list[int] | None) -> list[int]:
+    """The GPU indices a device setting names: '0,1', [0, 1], '[0, 1]', 'cuda:0,1' -> [0, 1];
+    [] for '', 'cpu', 'mps'. Checks nothing against the machine (``select_device`` does)."""
+    ids = _normalised(spec).split(",")
+    return [int(s) for s in ids if s.isdigit()] if all(s.isdigit() for s in ids) else []
+
+
+def _normalised(spec: str | int | list[int] | None) -> str:
+    """'0,1' for any of '0, 1', [0, 1], (0, 1), '[0, 1]' (a list written out by the settings), 'cuda:0,1'."""
+    if spec is None:
+        return ""
+    if isinstance(spec, list | tuple):
+        spec = ",".join(str(s) for s in spec)
+    return str(spec).strip().lower().strip("[]()").replace("cuda:", "").replace(" ", "")
 
 
 def why_no_gpu() -> str:
