@@ -403,16 +403,25 @@ def _valid(key: str, value: Any, owner: type) -> bool:
     return True
 
 
-def load_yaml_overrides(path: Path, cls: type) -> dict[str, Any]:
-    """Read a ``cfg=`` yaml; keys that do not belong to ``cls`` (other modes' settings) are ignored."""
+def read_yaml_mapping(
+    path: Path, key: str, layout: str = "key: value", error: type[ValueError] = SettingsError
+) -> dict[Any, Any]:
+    """The mapping in the yaml file a setting ``key`` names (cfg=, space=); one ``error`` line
+    naming ``key`` and the file when it is missing, not YAML, or not a mapping (``layout``)."""
     if not path.is_file():
-        raise SettingsError(f"cfg={path}: file not found")
+        raise error(f"{key}={path}: file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise SettingsError(f"cfg={path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise error(f"{key}={path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise SettingsError(f"cfg={path}: expected a mapping of key: value")
+        raise error(f"{key}={path}: expected a mapping of {layout}")
+    return data
+
+
+def load_yaml_overrides(path: Path, cls: type) -> dict[str, Any]:
+    """Read a ``cfg=`` yaml; keys that do not belong to ``cls`` (other modes' settings) are ignored."""
+    data = read_yaml_mapping(path, "cfg")
     known = flat_fields(cls)
     return {k: v for k, v in data.items() if k in known and k != "cfg" and v is not None}
 

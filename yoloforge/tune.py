@@ -92,15 +92,12 @@ class Mutation:
 
 def load_space(path: str | Path, known: Sequence[str]) -> dict[str, tuple[float, float]]:
     """A ``space.yaml`` of ``name: [low, high]``; names must be training settings (``known``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TuneError(f"space={path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise TuneError(f"space={path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not data:
-        raise TuneError(f"space={path}: expected a mapping of setting: [low, high], e.g. lr0: [0.001, 0.1]")
+    from yoloforge.settings import read_yaml_mapping
+
+    path, layout = Path(path), "setting: [low, high], e.g. lr0: [0.001, 0.1]"
+    data = read_yaml_mapping(path, "space", layout, error=TuneError)
+    if not data:
+        raise TuneError(f"space={path}: expected a mapping of {layout}")
     space = {}
     for name, bounds in data.items():
         if name not in known:
