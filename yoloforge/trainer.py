@@ -538,13 +538,13 @@ class Trainer:
         way round, last.pt would already hold this epoch's best fitness, so the resume would never
         rewrite best.pt and it would keep an older, worse epoch for good.
         """
-        files = []
-        if improved:
-            files.append((self.weights_dir / "best.pt", self._checkpoint(epoch, full=False)))
-        files.append((self.weights_dir / "last.pt", self._checkpoint(epoch, full=True)))
         period = self.settings.save_period
-        if period > 0 and (epoch + 1) % period == 0:
-            files.append((self.weights_dir / f"epoch{epoch + 1}.pt", self._checkpoint(epoch, full=False)))
+        periodic = period > 0 and (epoch + 1) % period == 0
+        weights = self._checkpoint(epoch, full=False) if improved or periodic else None  # made once
+        files = [(self.weights_dir / "best.pt", weights)] if improved else []
+        files.append((self.weights_dir / "last.pt", self._checkpoint(epoch, full=True)))
+        if periodic:
+            files.append((self.weights_dir / f"epoch{epoch + 1}.pt", weights))
         for path, ckpt in files:  # all checked before any is written
             _refuse_non_finite(ckpt, path, self._kept_weights(epoch))
         for path, ckpt in files:
