@@ -176,8 +176,12 @@ def _opencv_gui() -> str:
     return ""
 
 
-def show_window(title: str, image_bgr: np.ndarray, wait_ms: int) -> None:
-    """``cv2.imshow`` then ``cv2.waitKey(wait_ms)`` (0: until a key is pressed). Raises cv2.error
-    when OpenCV cannot open a window (check ``gui_problem()`` first)."""
-    cv2.imshow(title, image_bgr)
-    cv2.waitKey(wait_ms)
+def show_window(title: str, image_bgr: np.ndarray, wait_ms: int) -> str | None:
+    """``cv2.imshow`` then ``cv2.waitKey(wait_ms)`` (0: until a key is pressed); None when shown,
+    else why OpenCV could not open the window (check ``gui_problem()`` first: it is cheaper)."""
+    try:
+        cv2.imshow(title, image_bgr)
+        cv2.waitKey(wait_ms)
+    except cv2.error as e:
+        return str(e).strip().splitlines()[-1]
+    return None

@@ -340,11 +340,10 @@ class Window:
 
         if not self.enabled:
             return
-        try:
-            show_window(title, image_bgr, wait_ms=1)
-        except cv2.error as e:
+        problem = show_window(title, image_bgr, wait_ms=1)
+        if problem:
             self.enabled = False
-            _warn_no_window(str(e).strip().splitlines()[-1])
+            _warn_no_window(problem)
 
 
 def _warn_no_window(problem: str) -> None:

@@ -221,13 +221,9 @@ class Results:
         and nothing else: save the picture with ``save()`` instead."""
         from yoloforge.draw import gui_problem, show_window
 
-        problem = gui_problem()
+        problem = gui_problem() or show_window(self.path, self.plot(**plot_args), wait_ms=0)
         if problem is None:
-            try:
-                show_window(self.path, self.plot(**plot_args), wait_ms=0)
-                return
-            except cv2.error as e:
-                problem = str(e).strip().splitlines()[-1]
+            return
         log.warning(
             "show() needs a display and OpenCV with GUI support (%s); save the picture with "
             "results[0].save('out.jpg')",
