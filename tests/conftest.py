@@ -107,3 +107,21 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
     yield caplog
     logger.removeHandler(caplog.handler)
     logger.setLevel(old_level)
+
+
+@pytest.fixture
+def open_page():
+    """``open_page(html, screenshot=None) -> PageCheck``: the page as headless Chromium renders it.
+
+    Skipped where Chromium is not installed, except under .ci/run (YOLOFORGE_REQUIRE_BROWSER=1),
+    which installs it: there a missing browser fails the test.
+    """
+    import shutil
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        if os.environ.get("YOLOFORGE_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required here (YOLOFORGE_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it")
+    from browser import open_page
+
+    return open_page

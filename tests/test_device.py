@@ -81,3 +81,12 @@ def test_cpu_and_defaults_need_no_gpu(no_gpu: pytest.MonkeyPatch):
 def test_a_bad_spec_is_named():
     with pytest.raises(DeviceError, match=r"device='gpu' is not valid"):
         select_device("gpu")
+
+
+def test_native_bf16_follows_the_cpu_flags():
+    from yoloforge.device import native_bf16
+
+    assert native_bf16(frozenset({"avx512f", "avx512_bf16"}))
+    assert native_bf16(frozenset({"amx_tile", "amx_bf16"}))
+    assert not native_bf16(frozenset({"avx512f", "avx2"}))  # emulated there: slower than fp32
+    assert not native_bf16(frozenset())

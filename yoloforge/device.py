@@ -118,3 +118,24 @@ def use_all_cores() -> int:
         n = os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them in /proc/cpuinfo (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16).
+
+    Elsewhere torch emulates bf16 on the CPU, slower than fp32: bf16 stays off there.
+    """
+    flags = cpu_flags() if flags is None else flags
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
