@@ -43,7 +43,7 @@ class PageCheck:
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        raise RuntimeError("Chromium not found: .ci/run installs Debian's chromium (apt-get install chromium)")
+        raise RuntimeError("Chromium not found: .ci/run installs it (apt-get install chromium)")
     return path
 
 
