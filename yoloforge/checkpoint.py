@@ -249,7 +249,7 @@ def state_to(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[
         v = v.detach().to("cpu")
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
-        out[k] = v.clone()
+        out[k] = v.clone(memory_format=torch.contiguous_format)  # channels_last weights: standard layout
     return out
 
 

@@ -147,7 +147,7 @@ class TrainSettings:
     seed: int = _s(0, "random seed", bounds=Bounds(0, 2**32 - 1))
     deterministic: bool = _s(True, "deterministic algorithms where torch offers them")
     resume: bool = _s(False, "resume the interrupted run of this last.pt")
-    amp: bool = _s(True, "mixed precision on CUDA")
+    amp: bool = _s(True, "mixed precision: float16 on CUDA, bfloat16 on CPUs with native bf16")
     rect: bool = _s(False, "rectangular training batches (turns mosaic off)")
     single_cls: bool = _s(False, "train as one class")
     verbose: bool = _s(True, "print per-class validation tables")

@@ -39,6 +39,7 @@ from yoloforge.model.detector import STRIDES
 from yoloforge.model.weights import transfer_state
 from yoloforge.model.zoo import build_model
 from yoloforge.optim import ModelEMA, Schedule, auto_iterations, build_optimizer, optimizer_step
+from yoloforge.precision import training_precision
 from yoloforge.runs import RunFolder
 from yoloforge.settings import TrainSettings, to_flat_dict
 from yoloforge.structures import Batch
@@ -253,7 +254,10 @@ class Trainer:
         log.info("%s", model.layer_table())
         log.info("%s", model.summary(imgsz=640))
         self.frozen = _freeze(model, s.freeze)
-        self.model = model.to(self.device)  # unwrapped: what the EMA, checkpoints and validation read
+        self.precision = training_precision(self.device, s.amp)
+        log.info("Training precision: %s", self.precision.describe())
+        # unwrapped: what the EMA, checkpoints and validation read
+        self.model = self.precision.model(model.to(self.device))
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the training step calls: DistributedDataParallel over several processes
@@ -320,8 +324,7 @@ class Trainer:
         self.schedule = Schedule.build(s.optim, resolved, s.epochs, len(self.train_loader))
         self.last_opt_step = -1
         self.ema = ModelEMA(self.model)
-        self.amp = s.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
         self.criterion = self._criterion(self.dist)
         self.validator = self._validator(plots=False, verbose=False, criterion=self._criterion(Distributed()))
 
@@ -422,12 +425,12 @@ class Trainer:
         """Forward and backward one batch; ``sync=False`` (accumulating, several processes) skips
         DDP's gradient all-reduce: the next synced backward reduces the summed gradients."""
         batch = batch.to(self.device, non_blocking=True)
-        images = batch.images.float() / 255  # (B, 3, H, W) in [0, 1]
+        images = self.precision.images(batch.images).float() / 255  # (B, 3, H, W) in [0, 1]
         no_sync = self.dist.enabled and not sync
         with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with self.precision.autocast():
                 feats = self.train_model(images)
-                loss = self.criterion(feats, batch)
+            loss = self.criterion(feats, batch)  # float32: the head's maps are cast up
             finite = bool(torch.isfinite(loss.total))
             if self.dist.enabled:
                 self._agree_to_go_on(finite, f"at epoch {epoch + 1}, batch {i + 1}")
