@@ -24,7 +24,7 @@ class DoctorSettings:
     conf: float = _s(0.05, "lowest detection confidence the model reports", Bounds(0, 1, low_open=True))
     batch: int = _s(8, "images per prediction batch", Bounds(low=1))
     device: str = _s("", "cpu, 0 or mps; empty = first GPU if there is one, else cpu")
-    min_px: int = _s(8, "smallest box side (pixels at imgsz) a detector finds reliably", Bounds(low=1))
+    min_px: int = _s(8, "smallest box size to find: sqrt(area), pixels at imgsz", Bounds(low=1))
     strict: bool = _s(False, "exit code 1 when any check fails (for CI)")
     project: str = _s("runs", "parent folder of the run folder")
     name: str = _s("doctor", "run folder name (doctor, doctor2, ...)")
