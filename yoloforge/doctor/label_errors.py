@@ -1,12 +1,13 @@
 """Likely label errors, from a trained model's detections compared with the labels (written here:
 cleanlab, the best-known library for this, is AGPL).
 
-For each image the model predicts at a low confidence with class-agnostic NMS (one box per object,
-its best class), then:
+For each image the model predicts at a low confidence (per-class NMS, so an object keeps a box for
+each class the model considers), then:
 - overlooked: a confident detection (>= ``CONFIDENT``) that overlaps no label (IoU < ``FREE_IOU``):
-  an object without a label (the guide: partial labelling will not work). Score: its confidence.
-- swapped: a label whose object the model reads as another class, confidently, and that no
-  detection of the label's own class overlaps (IoU >= ``MATCH_IOU``). Score: that confidence.
+  an object without a label (the guide: partial labelling will not work). Score: its confidence;
+  one item per object (its best class).
+- swapped: a label whose object (IoU >= ``MATCH_IOU``) the model reads as another class,
+  confidently and with more confidence than as the label's class. Score: the difference.
 - badly_located: a label that no detection of its class overlaps well (IoU < ``MATCH_IOU``) while a
   confident one of its class overlaps it a little (a shifted or loose box), or none overlaps it at
   all (a box on nothing). Score: 1 - IoU with the model's best box, times that box's confidence
@@ -29,7 +30,7 @@ from yoloforge.boxes import box_iou
 from yoloforge.doctor.geometry import MAX_ITEMS, box_item
 from yoloforge.doctor.report import OK, WARN, Finding, LabelledImage
 
-CONFIDENT = 0.5
+CONFIDENT = 0.25  # the predictor's default conf: a detection users would see
 MATCH_IOU = 0.5
 FREE_IOU = 0.3
 TOUCH_IOU = 0.1
@@ -86,7 +87,6 @@ def predict_all(
             "batch": batch,
             "device": device,
             "verbose": False,
-            "agnostic_nms": True,
         },
     )
     predictor = Predictor(loaded.model, loaded.names, settings)
@@ -128,18 +128,23 @@ def label_error_findings(
 
 def _overlooked(image: LabelledImage, det: ImageDetections, iou: np.ndarray, names: list[str]) -> list[dict]:
     free = iou.max(0) < FREE_IOU if iou.size else np.ones(len(det.scores), bool)
-    items = []
-    for j in np.flatnonzero(free & (det.scores >= CONFIDENT)):
-        items.append(
-            {
-                "image": image.path,
-                "split": image.split,
-                "box_xyxy": [round(float(v), 1) for v in det.boxes_xyxy[j]],
-                "class": names[int(det.classes[j])],
-                "score": round(float(det.scores[j]), 3),
-            }
-        )
-    return items
+    candidates = np.flatnonzero(free & (det.scores >= CONFIDENT))  # best first, as the predictor sorts
+    boxes = torch.from_numpy(det.boxes_xyxy)
+    kept: list[int] = []
+    for j in candidates:  # one item per object: its other-class boxes are the same object
+        if kept and box_iou(boxes[j : j + 1], boxes[kept]).max() >= MATCH_IOU:
+            continue
+        kept.append(int(j))
+    return [
+        {
+            "image": image.path,
+            "split": image.split,
+            "box_xyxy": [round(float(v), 1) for v in det.boxes_xyxy[j]],
+            "class": names[int(det.classes[j])],
+            "score": round(float(det.scores[j]), 3),
+        }
+        for j in kept
+    ]
 
 
 def _judge_label(
@@ -148,12 +153,15 @@ def _judge_label(
     """'ok', 'swapped' or 'badly_located', with the item (label k of the image, the model's box)."""
     cls = int(image.record.classes[k])
     same = det.classes == cls
-    if (same & (iou_k >= MATCH_IOU)).any():
-        return "ok", {}
-    other = np.flatnonzero(~same & (iou_k >= MATCH_IOU) & (det.scores >= CONFIDENT))
-    if other.size:
+    fits = iou_k >= MATCH_IOU
+    best_same = float(det.scores[same & fits].max(initial=0.0))
+    other = np.flatnonzero(~same & fits)
+    if other.size and det.scores[other].max() >= CONFIDENT and det.scores[other].max() > best_same:
         j = other[np.argmax(det.scores[other])]
-        return "swapped", _with_model(image, k, det, j, names, float(det.scores[j]), float(iou_k[j]))
+        score = float(det.scores[j]) - best_same
+        return "swapped", _with_model(image, k, det, j, names, score, float(iou_k[j]))
+    if best_same > 0:
+        return "ok", {}
     touching = np.flatnonzero(same & (iou_k >= TOUCH_IOU) & (det.scores >= CONFIDENT))
     if touching.size:
         j = touching[np.argmax(iou_k[touching])]
