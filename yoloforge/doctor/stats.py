@@ -141,8 +141,9 @@ def variety_finding(images: Sequence[LabelledImage], brightness: np.ndarray, img
     n = len(images)
     sizes = Counter(image.shape for image in images)
     ((top_size, top_count),) = sizes.most_common(1)
-    folders = Counter(os.path.dirname(image.path) for image in images)
-    ((top_folder, folder_count),) = folders.most_common(1)
+    train = [image for image in images if image.split == "train"]  # splits are folders by design
+    folders = Counter(os.path.dirname(image.path) for image in train)
+    ((top_folder, folder_count),) = folders.most_common(1) or [("", 0)]
     lit = brightness[np.isfinite(brightness)]
     p10, p90 = np.percentile(lit, [10, 90]) if lit.size else (0.0, 0.0)
     long_sides = np.array([max(image.shape) for image in images])
@@ -153,7 +154,7 @@ def variety_finding(images: Sequence[LabelledImage], brightness: np.ndarray, img
         "commonest_size_share": _share(top_count, n),
         "aspect_ratio_p10_p90": [round(float(x), 2) for x in np.percentile(aspect, [10, 90])],
         "brightness_p10_p90": [round(float(p10), 1), round(float(p90), 1)],
-        "folders": len(folders),
+        "train_folders": len(folders),
         "much_smaller_than_imgsz": _share(int(upscaled.sum()), n),
         "much_larger_than_imgsz": _share(int(downscaled.sum()), n),
     }
@@ -161,8 +162,9 @@ def variety_finding(images: Sequence[LabelledImage], brightness: np.ndarray, img
     if n >= 20 and top_count / n > DOMINANT_SHARE:
         h, w = top_size
         warnings.append(f"{top_count / n:.0%} of the images are {w}x{h}: add images from other cameras")
-    if len(folders) > 1 and folder_count / n > DOMINANT_SHARE:
-        warnings.append(f"{folder_count / n:.0%} of the images come from {top_folder}: add other sources")
+    if len(folders) > 1 and folder_count / max(len(train), 1) > DOMINANT_SHARE:
+        share = folder_count / len(train)
+        warnings.append(f"{share:.0%} of the train images come from {top_folder}: add other sources")
     if n >= 20 and p90 - p10 < MIN_BRIGHTNESS_SPREAD:
         warnings.append(
             f"lighting hardly varies (mean grey {p10:.0f}-{p90:.0f} for 80% of the images): "
