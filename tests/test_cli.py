@@ -447,3 +447,29 @@ def test_yoloforge_debug_shows_the_traceback(monkeypatch):
         cli.main(["train", "data=shapes", "imgsz=-5"])
     with pytest.raises(ValueError, match="is a folder"):
         cli.main(["val", f"model={ROOT / 'tests'}", "data=shapes"])
+
+
+# ----------------------------------------------------------------------------------------------
+# doctor
+
+
+def test_doctor_strict_exits_1_on_a_fail_and_0_without(capsys, tmp_path):
+    from yoloforge.data.demo import ensure_shapes
+
+    config = ensure_shapes(tmp_path / "data", n_train=12, n_val=4, seed=1)
+    args = ("doctor", f"data={config}", "imgsz=256", "strict=True", "progress=False")
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and (tmp_path / "runs" / "doctor" / "doctor.json").is_file()
+    val = sorted((config.parent / "images" / "val").glob("*.jpg"))[0]
+    shutil.copy(val, config.parent / "images" / "train" / "leaked.jpg")
+    code, out, _ = run(capsys, *args)
+    found = json.loads((tmp_path / "runs" / "doctor2" / "doctor.json").read_text())["findings"]
+    assert code == 1 and [f["check"] for f in found if f["severity"] == "fail"] == ["leakage"]
+    assert run(capsys, *args[:-2], "progress=False")[0] == 0  # not strict: the report, exit 0
+
+
+def test_doctor_usage_errors_are_one_line(capsys):
+    assert one_line_error(capsys, "doctor") == "yoloforge: doctor: data= is required, e.g. data=config.yaml"
+    assert "strict=maybe is not valid" in one_line_error(capsys, "doctor", "data=x.yaml", "strict=maybe")
+    line = one_line_error(capsys, "doctor", "data=missing.yaml", code=1)
+    assert line.startswith("Error: missing.yaml: dataset config file not found")

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["YOLO", "__version__"]
+__all__ = ["YOLO", "__version__", "doctor"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from yoloforge.api import YOLO
 
         return YOLO
+    if name == "doctor":
+        from yoloforge.doctor import doctor
+
+        return doctor
     raise AttributeError(f"module 'yoloforge' has no attribute {name!r}")

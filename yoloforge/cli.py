@@ -6,6 +6,7 @@
     yoloforge export model=best.pt format=onnx
     yoloforge split export_folder out=dataset val=0.2
     yoloforge check data=config.yaml
+    yoloforge doctor data=config.yaml [model=best.pt] [strict=True]   # is the data good enough?
     yoloforge convert coco annotations.json images/ out=dataset
     yoloforge convert voc VOCdevkit/VOC2012 out=dataset
     yoloforge settings device=cpu workers=2        # your own defaults; 'settings reset' removes them
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from yoloforge.doctor.settings import DoctorSettings
 from yoloforge.settings import (
     ExportSettings,
     PredictSettings,
@@ -243,6 +245,19 @@ def _check(positional: list[str], pairs: dict[str, str]) -> int:
     return 0 if report.usable else 1
 
 
+def _doctor(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.doctor import DoctorSettings, doctor
+
+    if positional and "data" not in pairs:
+        pairs["data"] = positional.pop(0)
+    _no_positional("doctor", positional)
+    settings = build(DoctorSettings, pairs)  # every key and value checked before anything loads
+    if not settings.data:
+        raise UsageError("doctor: data= is required, e.g. data=config.yaml")
+    report = doctor(**pairs)
+    return 1 if settings.strict and report.failed else 0
+
+
 def _convert(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.data.tools import convert_coco, convert_voc
 
@@ -336,6 +351,11 @@ def _modes() -> dict[str, Mode]:
         ),
         "check": Mode(
             _check, "check a dataset and name every problem", None, "yoloforge check data=config.yaml"
+        ),
+        "doctor": Mode(
+            _doctor,
+            "check a dataset against the guide's advice: counts, duplicates, leakage, label errors",
+            DoctorSettings,
         ),
         "convert": Mode(
             _convert,
