@@ -39,6 +39,7 @@ from yoloforge.model.detector import STRIDES
 from yoloforge.model.weights import transfer_state
 from yoloforge.model.zoo import build_model
 from yoloforge.optim import ModelEMA, Schedule, auto_iterations, build_optimizer, optimizer_step
+from yoloforge.run_reader import read_run
 from yoloforge.runs import RunFolder
 from yoloforge.settings import TrainSettings, to_flat_dict
 from yoloforge.structures import Batch
@@ -349,9 +350,7 @@ class Trainer:
         self.ema.updates = ckpt.ema_updates
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
-        rows = [
-            r for r in results_csv.read_rows(self.save_dir / "results.csv") if r["epoch"] <= ckpt.epoch + 1
-        ]
+        rows = [r for r in read_run(self.save_dir).rows() if r["epoch"] <= ckpt.epoch + 1]
         self.state = TrainState(
             epoch=ckpt.epoch + 1,
             best_fitness=ckpt.best_fitness,
