@@ -39,6 +39,7 @@ from yoloforge.model.detector import STRIDES
 from yoloforge.model.weights import transfer_state
 from yoloforge.model.zoo import build_model
 from yoloforge.optim import ModelEMA, Schedule, auto_iterations, build_optimizer, optimizer_step
+from yoloforge.report.callback import ReportCallback
 from yoloforge.run_reader import read_run
 from yoloforge.runs import RunFolder
 from yoloforge.settings import TrainSettings, to_flat_dict
@@ -105,6 +106,7 @@ class Trainer:
         self.settings = settings
         self.start = start
         self.callbacks = list(callbacks or [])
+        self.callbacks += [ReportCallback()] if settings.report else []  # report.html etc. at the end
         self.dist = Distributed()  # under torchrun: this process's rank, set by fit()
         self.state = TrainState()
         self.save_dir: Path
