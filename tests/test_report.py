@@ -152,7 +152,7 @@ def test_many_background_false_positives(tmp_path):
     cm = ConfusionData(["person", "car"], m, 0.25, 0.45)
     labels = LabelStats(["person", "car"], np.array([500, 400]), 300, 0, np.array([80.0, 90.0]), 640)
     validation = Validation([], 0.3, 0.6, 0.5, 0.55, 100, cm, "test")
-    found = class_findings(validation, labels, 640)
+    found = class_findings(validation, labels)
     assert [f.kind for f in found] == ["background_fp"]
     f = found[0]
     assert (f.evidence["false_alarms"], f.evidence["detections"]) == (75, 245)
@@ -169,7 +169,7 @@ def test_weak_small_class_and_threshold():
     labels = LabelStats(
         ["car", "bus", "sign"], np.array([900, 700, 80]), 500, 20, np.array([120, 200, 14.0]), 320
     )
-    found = class_findings(Validation(rows, 0.412, 0.76, 0.65, 0.7, 100, None, "test"), labels, 320)
+    found = class_findings(Validation(rows, 0.412, 0.76, 0.65, 0.7, 100, None, "test"), labels)
     assert [f.kind for f in found] == ["weak_class", "small_objects", "threshold"]
     weak, small, thr = found
     assert weak.evidence["class"] == "sign" and weak.evidence["others_mean_ap50_95"] == pytest.approx(0.69)
@@ -208,3 +208,10 @@ def test_files_and_json_schema(tmp_path):
     md, html = files.markdown.read_text(), files.html.read_text()
     assert "still_improving" in md and "'cat' is taken for 'dog'" in md
     assert "&#39;cat&#39; is taken for &#39;dog&#39;" in html  # escaped by jinja2
+
+
+def test_no_threshold_is_suggested_when_nothing_was_found():
+    rows = [ClassResult("car", 5, 8, 0.0, 0.0, 0.0, 0.0)]
+    notes: list[str] = []
+    assert class_findings(Validation(rows, 0.001, 0.0, 0.0, 0.0, 5, None, "test"), None, notes) == []
+    assert notes == ["No detection matched a label at any confidence (F1 0): no threshold to suggest."]

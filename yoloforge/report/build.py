@@ -81,9 +81,8 @@ def build_report(
             notes.append("best.pt was not validated (val=False): no per-class AP or threshold.")
     if labels is None:
         labels = evidence.label_stats_for_run(run, notes)
-    imgsz = run.args.get("imgsz")
     findings = curve_findings(run, notes) if run.epochs else []
-    findings += class_findings(validation, labels, imgsz)
+    findings += class_findings(validation, labels, notes)
     return Report(run, summarize(run), findings, validation, labels, notes)
 
 
@@ -143,7 +142,8 @@ def console_lines(report: Report) -> list[str]:
     lines = []
     if s.get("best_epoch") is not None:
         lines.append(
-            f"{report.run.path}: {s['epochs']} epochs; best.pt from epoch {s['best_epoch']} with mAP50 "
+            f"{report.run.path}: {s['epochs']} epoch{'s' * (s['epochs'] != 1)}; best.pt from epoch "
+            f"{s['best_epoch']} with mAP50 "
             f"{s['map50']:.3f} and mAP50-95 {s['map50_95']:.3f}."
         )
     lines += [f.sentence for f in report.findings]

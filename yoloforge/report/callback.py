@@ -31,4 +31,6 @@ class ReportCallback(Callback):
             labels = label_stats(trainer.names, train_set.records, val_set.records, trainer.settings.imgsz)
         report = build_report(run, validation, labels, validate=False)
         files = write_report(report)
-        log.info("\n%s", "\n".join([*console_lines(report), f"Report: {files.html} (report=False: none)"]))
+        log.info(
+            "\n%s", "\n".join([*console_lines(report), f"Report: {files.html} (report=False turns it off)"])
+        )

@@ -19,7 +19,7 @@ SMALL_PX = 32  # COCO's small objects: under 32 x 32 pixels
 
 
 def class_findings(
-    validation: Validation | None, labels: LabelStats | None, imgsz: int | None
+    validation: Validation | None, labels: LabelStats | None, notes: list[str] | None = None
 ) -> list[Finding]:
     found: list[Finding] = []
     if validation is not None and validation.classes:
@@ -30,7 +30,10 @@ def class_findings(
     if validation is not None and validation.classes and labels is not None:
         found += [f for f in (small_objects(validation, labels),) if f]
     if validation is not None and validation.classes:
-        found.append(threshold(validation))
+        if validation.f1 > 0:
+            found.append(threshold(validation))
+        elif notes is not None:
+            notes.append("No detection matched a label at any confidence (F1 0): no threshold to suggest.")
     return found
 
 
