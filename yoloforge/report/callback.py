@@ -30,7 +30,11 @@ class ReportCallback(Callback):
         if train_set is not None and val_set is not None:
             labels = label_stats(trainer.names, train_set.records, val_set.records, trainer.settings.imgsz)
         report = build_report(run, validation, labels, validate=False)
-        files = write_report(report)
+        try:
+            files = write_report(report)
+        except OSError as e:  # a full disk: the training's own files are saved; say so in one line
+            log.warning("Report not written (%s); the run is complete: `yoloforge report %s`", e, run.path)
+            return
         log.info(
             "\n%s", "\n".join([*console_lines(report), f"Report: {files.html} (report=False turns it off)"])
         )
