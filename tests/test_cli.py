@@ -338,6 +338,33 @@ def test_strip_refuses_other_files_with_one_line(capsys, tmp_path: Path):
     assert not (tmp_path / "damaged-stripped.pt").exists()
 
 
+def test_report_of_one_run_and_of_two(capsys, logs, trained_run: Path, tmp_path: Path):
+    """Training wrote its report; `report FOLDER` rewrites it, `report A B` compares A with B."""
+    a = Path(shutil.copytree(trained_run.parent, tmp_path / "train"))
+    assert json.loads((a / "report.json").read_text())["summary"]["epochs"] == 1
+    (a / "report.json").unlink()
+    code, out, err = run(capsys, "report", str(a), "val=False")
+    assert code == 0, err
+    assert "Report: " in logs.text and json.loads((a / "report.json").read_text())["summary"]["epochs"] == 1
+    assert (a / "report.html").is_file() and (a / "report.md").is_file()
+    b = Path(shutil.copytree(a, tmp_path / "train2"))
+    args = yaml.safe_load((b / "args.yaml").read_text())
+    (b / "args.yaml").write_text(yaml.safe_dump({**args, "lr0": 0.02}))
+    code, out, err = run(capsys, "report", str(a), str(b), "val=False")
+    assert code == 0, err
+    assert "Comparison: " in logs.text
+    compared = json.loads((a / "compare.json").read_text())
+    assert compared["settings"] == [{"setting": "lr0", "train": 0.01, "train2": 0.02}]
+
+
+def test_report_refuses_bad_arguments_with_one_line(capsys, tmp_path: Path):
+    assert one_line_error(capsys, "report").startswith("yoloforge: report: give one or two run folders")
+    assert "val='maybe' is not valid: expected a boolean" in one_line_error(
+        capsys, "report", "x", "val=maybe"
+    )
+    assert "no such run folder" in one_line_error(capsys, "report", str(tmp_path / "missing"), code=1)
+
+
 # ----------------------------------------------------------------------------------------------
 # the README's command lines
 

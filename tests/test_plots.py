@@ -59,14 +59,6 @@ def write_results_csv(path, epochs: int, padded: bool = True, drop: str | None =
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_read_results_csv_strips_padded_names(tmp_path):
-    write_results_csv(tmp_path / "results.csv", epochs=3)
-    data = plots.read_results_csv(tmp_path / "results.csv")
-    assert list(data) == COLUMNS
-    assert data["epoch"].tolist() == [1, 2, 3]
-    assert data["train/box_loss"][0] == pytest.approx(1 + 0.01 * len("train/box_loss"))
-
-
 def test_plot_results_writes_a_2x5_grid_next_to_the_csv(tmp_path):
     write_results_csv(tmp_path / "results.csv", epochs=12, drop="val/dfl_loss")  # a missing column
     out = plots.plot_results(tmp_path / "results.csv")

@@ -181,10 +181,11 @@ def test_map_equals_cocoeval_on_predictions_json(tmp_path):
 
 
 def test_plots_are_written(tmp_path):
-    run(plots=True, save_dir=tmp_path)
+    result = run(plots=True, save_dir=tmp_path)
     expected = {
         "confusion_matrix.png",
         "confusion_matrix_normalized.png",
+        "confusion_matrix.json",  # the counts behind the picture, for the run report
         "PR_curve.png",
         "F1_curve.png",
         "P_curve.png",
@@ -192,6 +193,8 @@ def test_plots_are_written(tmp_path):
         *(f"val_batch{i}_{kind}.jpg" for i in range(3) for kind in ("labels", "pred")),
     }
     assert {p.name for p in tmp_path.iterdir()} == expected
+    saved = json.loads((tmp_path / "confusion_matrix.json").read_text())
+    assert saved["matrix"] == result.metrics.confusion_matrix.matrix.tolist()
 
 
 def test_losses_are_the_mean_over_batches():

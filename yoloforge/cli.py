@@ -11,6 +11,8 @@
     yoloforge convert voc VOCdevkit/VOC2012 out=dataset
     yoloforge settings device=cpu workers=2        # your own defaults; 'settings reset' removes them
     yoloforge strip runs/detect/train/weights/last.pt   # a small copy to ship: last-stripped.pt
+    yoloforge report runs/detect/train             # report.html/.md/.json: what the run shows
+    yoloforge report runs/detect/train runs/detect/train2   # two runs compared
 
 Bad input ends with one line naming the key and what is valid, and exit code 2.
 """
@@ -318,6 +320,30 @@ def _strip(positional: list[str], pairs: dict[str, str]) -> int:
     return 0
 
 
+def _report(positional: list[str], pairs: dict[str, str]) -> int:
+    """One run folder: report.html/.md/.json in it; two: compare.html/.md/.json in the first."""
+    from yoloforge.report import report_run
+    from yoloforge.report.compare import compare_runs
+
+    if len(positional) not in (1, 2):
+        raise UsageError(f"report: give one or two run folders, e.g. {_modes()['report'].usage}")
+    opts = _typed(pairs, {"val": boolean}, "report")
+    validate = bool(opts.get("val", True))
+    if len(positional) == 1:
+        report_run(positional[0], validate=validate)
+    else:
+        compare_runs(positional[0], positional[1], validate=validate)
+    return 0
+
+
+def boolean(value: str) -> bool:
+    """'True'/'False' (also 1/0, yes/no) as typed on the command line."""
+    flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if value.lower() not in flags:
+        raise ValueError(value)
+    return flags[value.lower()]
+
+
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f}MB"
 
@@ -368,6 +394,12 @@ def _modes() -> dict[str, Mode]:
             "show or set your own defaults for every mode",
             None,
             "yoloforge settings [key=value ...] (key= removes one) | yoloforge settings reset",
+        ),
+        "report": Mode(
+            _report,
+            "what a run's numbers show and what to try next (report.html/.md/.json); two runs compared",
+            None,
+            "yoloforge report runs/detect/train [runs/detect/train2] [val=False: do not validate best.pt]",
         ),
         "strip": Mode(
             _strip,

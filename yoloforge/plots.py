@@ -7,7 +7,6 @@ arrays (see metrics.BoxMetrics) and a path, writes one file and returns its path
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 
 from yoloforge.draw import color
 from yoloforge.metrics import smooth
+from yoloforge.run_reader import read_results
 
 MAX_LEGEND_CLASSES = 20  # more classes: thin grey lines without a legend
 RESULTS_COLUMNS = (  # results.png, row by row: what the tutorial reads
@@ -122,26 +122,11 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def read_results_csv(csv_path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of results.csv by name (names stripped of padding), as float arrays (NaN if empty)."""
-    with open(csv_path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"{csv_path}: empty results file")
-    header = [h.strip() for h in rows[0]]
-    columns: dict[str, list[float]] = {h: [] for h in header}
-    for row in rows[1:]:
-        for h, cell in zip(header, row, strict=False):
-            try:
-                columns[h].append(float(cell))
-            except ValueError:
-                columns[h].append(math.nan)
-    return {h: np.asarray(v) for h, v in columns.items()}
-
-
 def plot_results(csv_path: str | Path, path: str | Path | None = None) -> Path:
     """results.png next to results.csv: losses and metrics per epoch, each with a smoothed line."""
-    data = read_results_csv(csv_path)
+    data = read_results(csv_path)
+    if not data:
+        raise ValueError(f"{csv_path}: no results to plot (the file is missing or has no epochs yet)")
     epochs = data.get("epoch")
     fig, axes = _figure(15, 6, rows=2, cols=5, tight=False)
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.06, top=0.94, wspace=0.25, hspace=0.3)

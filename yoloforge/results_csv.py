@@ -56,16 +56,33 @@ def epoch_row(
     }
 
 
-def read_rows(path: str | Path) -> list[dict[str, float]]:
-    """Rows of an existing results.csv (empty when there is none)."""
+def read_table(path: str | Path) -> tuple[list[str], list[dict[str, float]]]:
+    """The header (names stripped of the padding some writers add) and the rows of a results.csv;
+    empty cells and cells that are not numbers are left out of a row. No file: ([], [])."""
     path = Path(path)
     if not path.is_file():
-        return []
+        return [], []
     with path.open(newline="") as f:
-        return [
-            {k.strip(): float(v) for k, v in row.items() if k and v not in (None, "")}
-            for row in csv.DictReader(f)
-        ]
+        lines = list(csv.reader(f))
+    if not lines:
+        raise ValueError(f"{path}: empty results file (no header line); delete it or train again")
+    header = [name.strip() for name in lines[0]]
+    rows = []
+    for line in lines[1:]:
+        row = {}
+        for name, cell in zip(header, line, strict=False):
+            try:
+                row[name] = float(cell)
+            except ValueError:  # empty or not a number
+                continue
+        if row:
+            rows.append(row)
+    return header, rows
+
+
+def read_rows(path: str | Path) -> list[dict[str, float]]:
+    """Rows of an existing results.csv (empty when there is none)."""
+    return read_table(path)[1]
 
 
 def write_rows(path: str | Path, rows: list[dict[str, float]]) -> None:

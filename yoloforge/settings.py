@@ -138,6 +138,7 @@ class TrainSettings:
     freeze: int = _s(0, "freeze the first N layers", bounds=_NONNEG)
     val: bool = _s(True, "validate after every epoch")
     plots: bool = _s(True, "save plots")
+    report: bool = _s(True, "write report.html/.md/.json at the end and print what the run shows")
     save_period: int = _s(
         -1,
         "also save weights every N epochs (-1: off)",

@@ -40,6 +40,8 @@ from yoloforge.model.weights import transfer_state
 from yoloforge.model.zoo import build_model
 from yoloforge.optim import ModelEMA, Schedule, auto_iterations, build_optimizer, optimizer_step
 from yoloforge.precision import training_precision
+from yoloforge.report.callback import ReportCallback
+from yoloforge.run_reader import read_run
 from yoloforge.runs import RunFolder
 from yoloforge.settings import TrainSettings, to_flat_dict
 from yoloforge.structures import Batch
@@ -105,6 +107,7 @@ class Trainer:
         self.settings = settings
         self.start = start
         self.callbacks = list(callbacks or [])
+        self.callbacks += [ReportCallback()] if settings.report else []  # report.html etc. at the end
         self.dist = Distributed()  # under torchrun: this process's rank, set by fit()
         self.state = TrainState()
         self.save_dir: Path
@@ -352,9 +355,7 @@ class Trainer:
         self.ema.updates = ckpt.ema_updates
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
-        rows = [
-            r for r in results_csv.read_rows(self.save_dir / "results.csv") if r["epoch"] <= ckpt.epoch + 1
-        ]
+        rows = [r for r in read_run(self.save_dir).rows() if r["epoch"] <= ckpt.epoch + 1]
         self.state = TrainState(
             epoch=ckpt.epoch + 1,
             best_fitness=ckpt.best_fitness,

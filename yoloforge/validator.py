@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from yoloforge.boxes import non_max_suppression
 from yoloforge.metrics import CONF_POINTS, RECALL_POINTS, ConfusionMatrix, DetectionEvaluator, DetMetrics
+from yoloforge.run_reader import CONFUSION_JSON, write_confusion
 from yoloforge.settings import ValSettings
 from yoloforge.structures import Batch, Detections, Letterbox
 
@@ -279,6 +280,8 @@ class Validator:
         names = [self.names[c] for c in range(self.nc)]
         for normalize, file in ((False, "confusion_matrix.png"), (True, "confusion_matrix_normalized.png")):
             plots.plot_confusion_matrix(metrics.confusion_matrix.matrix, names, out / file, normalize)
+        cm = metrics.confusion_matrix  # its numbers beside the pictures, for the run report
+        write_confusion(out / CONFUSION_JSON, cm.matrix, names, cm.conf, cm.iou)
         rows = [self.names[c] for c in box.ap_class_index]
         plots.plot_pr_curve(RECALL_POINTS, box.pr_curve, box.ap50, rows, out / "PR_curve.png")
         for values, file, label in (
