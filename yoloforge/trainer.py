@@ -732,7 +732,18 @@ def _gpu_mem(device: torch.device) -> str:
 
 def train_settings_for_resume(ckpt: Checkpoint, overrides: dict[str, Any]) -> dict[str, Any]:
     """The settings of the run being resumed, with the few changes a resume may make."""
-    allowed = {"epochs", "device", "workers", "patience", "batch", "plots", "cache", "val", "save_period"}
+    allowed = {
+        "epochs",
+        "device",
+        "workers",
+        "patience",
+        "batch",
+        "plots",
+        "cache",
+        "val",
+        "save_period",
+        "report",
+    }
     bad = sorted(set(overrides) - allowed - {"resume", "model", "data"})
     if bad:
         raise ValueError(

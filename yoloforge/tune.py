@@ -379,6 +379,7 @@ def run_tune(
         fixed["optimizer"] = train["optimizer"]
     trial_args = {k: v for k, v in train_overrides.items() if k not in space and k not in ("model", "cfg")}
     trial_args.setdefault("plots", False)
+    trial_args.setdefault("report", False)  # the tune folder has its own summary; trials need none
     trial_args.update(fixed)
     if Path(str(trial_args.get("data", ""))).is_file():  # Ray runs trials in folders of their own
         trial_args["data"] = str(Path(trial_args["data"]).resolve())
