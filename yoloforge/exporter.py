@@ -92,15 +92,7 @@ def export(loaded: LoadedModel, settings: ExportSettings) -> Path:
     path = output_path(loaded, settings.format)
     sample = sample_input(meta, device, seed=0)
     start = time.perf_counter()
-    if settings.format == "onnx":
-        opset = _write_onnx(model, sample, path, meta, settings.opset)
-        details = f"opset {opset}, onnx {require('onnx').__version__}"
-    elif settings.format == "openvino":
-        _write_openvino(model, sample, path, meta, settings.opset)
-        details = f"openvino {require('openvino').__version__}"
-    else:
-        _write_torchscript(model, sample, path, meta)
-        details = f"torch {torch.__version__}"
+    details = _write(settings.format, model, sample, path, meta, settings.opset)
     shape = "dynamic batch/height/width" if meta.dynamic else f"input {tuple(sample.shape)}"
     log.info(
         "%s: exported %s (%.1f MB) in %.1fs; %s, %s",
@@ -120,6 +112,20 @@ def export(loaded: LoadedModel, settings: ExportSettings) -> Path:
         )
     check_export(model, path, meta, device)
     return path
+
+
+def _write(
+    fmt: str, model: torch.nn.Module, sample: torch.Tensor, path: Path, meta: ExportMetadata, opset: int
+) -> str:
+    """Write ``path`` in format ``fmt``; returns what wrote it, for the log line."""
+    if fmt == "onnx":
+        opset = _write_onnx(model, sample, path, meta, opset)
+        return f"opset {opset}, onnx {require('onnx').__version__}"
+    if fmt == "openvino":
+        _write_openvino(model, sample, path, meta, opset)
+        return f"openvino {require('openvino').__version__}"
+    _write_torchscript(model, sample, path, meta)
+    return f"torch {torch.__version__}"
 
 
 def _require_runtime(fmt: str) -> None:

@@ -185,7 +185,7 @@ class ValSettings:
 
 @dataclass(frozen=True)
 class PredictSettings:
-    model: str = _s("", "checkpoint (.pt), .onnx or .torchscript file")
+    model: str = _s("", "checkpoint (.pt), .onnx or .torchscript file, or OpenVINO folder")
     source: str = _s("", "image, folder, glob, video, webcam index (0), URL or stream")
     conf: float = _s(0.25, "confidence threshold", bounds=_UNIT)
     iou: float = _s(0.7, "NMS IoU threshold", bounds=_UNIT)
