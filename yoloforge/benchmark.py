@@ -115,13 +115,13 @@ def _title(loaded: LoadedModel, settings: BenchmarkSettings) -> str:
 def format_table(rows: list[BenchmarkRow], title: str = "") -> str:
     """The rows as an aligned text table; a row without figures shows its reason."""
     lines = [title] if title else []
-    lines.append(f"{'format':<12} {'size (MB)':>9} {'mAP50-95':>8} {'ms/image':>8}  file")
+    lines.append(f"{'format':<12} {'size (MB)':>9}  {'mAP50-95':>8}  {'ms/image':>8}  file")
     for r in rows:
         if r.problem:
-            lines.append(f"{r.format:<12} {'-':>9} {'-':>8} {'-':>8}  {r.problem}")
+            lines.append(f"{r.format:<12} {'-':>9}  {'-':>8}  {'-':>8}  {r.problem}")
             continue
         size = f"{r.size_mb:.1f}" if r.size_mb is not None else "-"
-        lines.append(f"{r.format:<12} {size:>9} {r.map50_95:>8.4f} {r.ms_per_image:>8.1f}  {r.path}")
+        lines.append(f"{r.format:<12} {size:>9}  {r.map50_95:>8.4f}  {r.ms_per_image:>8.1f}  {r.path}")
     return "\n".join(lines)
 
 
