@@ -67,7 +67,7 @@ def test_onnx_via_the_facade_predicts_like_pytorch(checkpoint):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_static_export_predicts_like_pytorch_on_square_inputs(model, checkpoint, fmt):
-    path = export(loaded(model, checkpoint), export_settings(format=fmt, batch=2))
+    path = export(loaded(model, checkpoint), export_settings(format=fmt, batch=2, dynamic=False))
     runtime = load_exported(path)
     assert runtime.names == NAMES and runtime.fixed_shape == (128, 128) and runtime.stride == 32
     # square originals: the PyTorch path letterboxes them to 128x128 as the static model needs

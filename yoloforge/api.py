@@ -21,9 +21,9 @@ class YOLO:
         setup_console(verbose)
         self.source = str(model)
         self._exported = None
-        if Path(self.source).suffix.lower() in (".onnx", ".torchscript"):
-            from yoloforge.backends import load_exported
+        from yoloforge.backends import exported_format, load_exported
 
+        if exported_format(self.source) is not None:  # .onnx, .torchscript, an OpenVINO folder
             self._exported = load_exported(self.source)
             self._loaded = None
         else:
@@ -177,13 +177,26 @@ class YOLO:
         return self.predict(source, stream=stream, **overrides)
 
     def export(self, **overrides: Any) -> str:
-        """Write an ONNX or TorchScript file next to the checkpoint; returns its path."""
+        """Write an ONNX or TorchScript file (or an OpenVINO folder, ``format="openvino"``) next to
+        the checkpoint; returns its path."""
         from yoloforge.exporter import export
 
         loaded = self._require_torch("export")
         remembered = self._remembered("imgsz")
         settings = build(ExportSettings, {"model": self.source, **overrides}, fallbacks=remembered)
         return str(export(loaded, settings))
+
+    def benchmark(self, **overrides: Any) -> list:
+        """Export to every format into a benchmark folder and measure each on ``data=``'s val split:
+        a list of ``BenchmarkRow`` (format, size, mAP50-95, ms/image, or why a format could not run).
+        imgsz and data default to the training run's."""
+        from yoloforge.benchmark import run_benchmark
+        from yoloforge.settings import BenchmarkSettings
+
+        loaded = self._require_torch("benchmark")
+        remembered = self._remembered("imgsz", "data")
+        settings = build(BenchmarkSettings, {"model": self.source, **overrides}, fallbacks=remembered)
+        return run_benchmark(loaded, settings)
 
     def fuse(self) -> YOLO:
         """Fold batch norms into convolutions, in place (faster inference, same predictions).

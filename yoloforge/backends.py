@@ -1,4 +1,5 @@
-"""Running exported models: ``load_exported("best.onnx")`` or ``("best.torchscript")``.
+"""Running exported models: ``load_exported("best.onnx")``, ``("best.torchscript")`` or
+``("best_openvino_model/")``.
 
 An ``ExportedModel`` keeps the call contract of the PyTorch ``DetectionModel`` in eval mode:
 float images (B, 3, H, W) in [0, 1] -> (B, 4 + nc, A), cx, cy, w, h in input pixels, then class
@@ -6,7 +7,11 @@ scores. It also carries what the exporter stored in the file (class names, input
 whether shapes are dynamic), so the predictor can letterbox to the shape a static model expects.
 
 The same ``ExportMetadata`` is written by the exporter: ONNX ``metadata_props`` (one key per field,
-JSON values) and a TorchScript extra file ``metadata.json``.
+JSON values), a TorchScript extra file ``metadata.json`` and, in an OpenVINO folder, ``metadata.yaml``
+beside the model's .xml and .bin.
+
+Every backend returns the raw (B, 4 + nc, A) output: letterboxing, NMS and scaling back to the
+original image are the predictor's and the validator's, one implementation for all of them.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 log = logging.getLogger(__name__)
 
 EXPORT_EXTRA = 'pip install "yoloforge[export]"'
 TORCHSCRIPT_METADATA = "metadata.json"
 REFERENCE_TORCHSCRIPT_METADATA = "config.txt"  # the reference exporter's extra file (JSON)
+OPENVINO_METADATA = "metadata.yaml"  # beside the .xml/.bin, where the reference writes it too
 
 
 class ExportedModelError(ValueError):
@@ -112,7 +119,7 @@ def _from_reference(values: dict[str, Any], source: str) -> ExportMetadata:
 
 
 def require(module: str):
-    """Import onnx / onnxruntime, or fail with one line telling how to install them."""
+    """Import onnx / onnxruntime / openvino, or fail with one line telling how to install them."""
     import importlib
 
     try:
@@ -260,18 +267,82 @@ class TorchScriptModel(ExportedModel):
             return self.module(images.to(self.device))
 
 
-def load_exported(path: str | Path, device: torch.device | str = "cpu") -> ExportedModel:
-    """Open an exported ``.onnx`` or ``.torchscript`` file for prediction on ``device``."""
+class OpenVinoModel(ExportedModel):
+    """An OpenVINO IR folder (model .xml + .bin + metadata.yaml), compiled for the CPU."""
+
+    def __init__(self, path: Path):
+        self.xml = openvino_xml(path)
+        meta_file = self.xml.parent / OPENVINO_METADATA
+        if not meta_file.is_file():
+            raise ExportedModelError(
+                f"{self.xml.parent}: no {OPENVINO_METADATA} beside {self.xml.name}; "
+                "export it with `yoloforge export format=openvino ...`"
+            )
+        values = yaml.safe_load(meta_file.read_text(encoding="utf-8"))
+        if not isinstance(values, dict):
+            raise ExportedModelError(f"{meta_file}: expected a mapping of metadata keys to values")
+        super().__init__(self.xml.parent, ExportMetadata.from_dict(values, str(meta_file)))
+        self.request = None
+        self._load()
+
+    def _load(self) -> None:
+        ov = require("openvino")
+        if self.device.type != "cpu":
+            log.warning("OpenVINO models run on the CPU here; %s is not used", self.device)
+        # the CPU plugin computes in bfloat16 by default where the CPU has it (AVX512-BF16, AMX);
+        # float32 keeps the boxes the PyTorch model finds
+        compiled = ov.Core().compile_model(str(self.xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.request = compiled.create_infer_request()
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        self.request.infer({0: array})
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())  # the buffer is reused
+
+
+def openvino_xml(path: Path) -> Path:
+    """The model .xml of an OpenVINO folder (or the .xml itself); one line when there is not one."""
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.xml"))
+    if len(found) != 1:
+        what = "no .xml model" if not found else f"{len(found)} .xml models"
+        raise ExportedModelError(f"model={path}: an OpenVINO folder holds one .xml model, found {what}")
+    return found[0]
+
+
+def exported_format(path: str | Path) -> str | None:
+    """'onnx', 'torchscript' or 'openvino' for what an export writes (an OpenVINO folder or its
+    .xml), else None (a checkpoint or a model name)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model={path}: file not found")
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".torchscript"):
+        return suffix[1:]
+    if suffix == ".xml" or (path.is_dir() and any(path.glob("*.xml"))):
+        return "openvino"
+    return None
+
+
+def load_exported(path: str | Path, device: torch.device | str = "cpu") -> ExportedModel:
+    """Open an exported ``.onnx`` or ``.torchscript`` file or an OpenVINO folder on ``device``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model={path}: file not found")
+    fmt = exported_format(path)
+    if fmt == "onnx" and path.is_file():
         model: ExportedModel = OnnxModel(path)
-    elif suffix == ".torchscript":
+    elif fmt == "torchscript" and path.is_file():
         model = TorchScriptModel(path)
+    elif fmt == "openvino":
+        model = OpenVinoModel(path)
     else:
-        raise ExportedModelError(f"model={path}: expected a .onnx or .torchscript file")
+        raise ExportedModelError(
+            f"model={path}: expected a .onnx or .torchscript file or an OpenVINO folder (with its .xml)"
+        )
     if torch.device(device).type != "cpu":
         model.to(device)
     return model

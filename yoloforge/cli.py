@@ -4,6 +4,7 @@
     yoloforge val model=runs/detect/train/weights/best.pt data=config.yaml
     yoloforge predict model=best.pt source=photos/
     yoloforge export model=best.pt format=onnx
+    yoloforge benchmark model=best.pt data=config.yaml   # every export format: size, mAP50-95, ms/image
     yoloforge split export_folder out=dataset val=0.2
     yoloforge check data=config.yaml
     yoloforge doctor data=config.yaml [model=best.pt] [strict=True]   # is the data good enough?
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from yoloforge.doctor.settings import DoctorSettings
 from yoloforge.settings import (
+    BenchmarkSettings,
     ExportSettings,
     PredictSettings,
     SettingsError,
@@ -212,6 +214,17 @@ def _export(positional: list[str], pairs: dict[str, str]) -> int:
     return 0
 
 
+def _benchmark(positional: list[str], pairs: dict[str, str]) -> int:
+    from yoloforge.api import YOLO
+
+    _no_positional("benchmark", positional)
+    build(BenchmarkSettings, pairs)
+    if not pairs.get("model"):
+        raise UsageError("benchmark: model= is required, e.g. model=runs/detect/train/weights/best.pt")
+    YOLO(pairs.pop("model")).benchmark(**pairs)
+    return 0
+
+
 def _tune(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.api import YOLO
 
@@ -365,7 +378,10 @@ def _modes() -> dict[str, Mode]:
         "train": Mode(_train, "train a detector", TrainSettings),
         "val": Mode(_val, "validate a model on a dataset split", ValSettings),
         "predict": Mode(_predict, "detect objects in images, videos, streams", PredictSettings),
-        "export": Mode(_export, "export to ONNX or TorchScript", ExportSettings),
+        "export": Mode(_export, "export to ONNX, TorchScript or OpenVINO", ExportSettings),
+        "benchmark": Mode(
+            _benchmark, "every export format with its size, mAP50-95 and ms/image", BenchmarkSettings
+        ),
         "tune": Mode(
             _tune, "search training hyperparameters (evolution; Ray Tune with tuner=ray)", TuneSettings
         ),

@@ -1,9 +1,10 @@
 """Standalone validation (``YOLO(w).val(...)``, ``yoloforge val``): data in, metrics and plots out.
 
 The model is a PyTorch ``DetectionModel`` (validated as a fused copy, so the caller's model stays
-trainable and on its device) or an ``ExportedModel`` (``backends``). A static-shape export takes
-square inputs of its exported size only: those are validated at that size without rectangular
-batches, each image letterboxed into the square as prediction does.
+trainable and on its device) or an ``ExportedModel`` (``backends``). A dynamic export (the default)
+is validated in the same rectangular batches as the PyTorch model, so its metrics equal PyTorch's.
+A static-shape export takes square inputs of its exported size only: those are validated at that
+size without rectangular batches, each image letterboxed into the square as prediction does.
 """
 
 from __future__ import annotations

@@ -1,10 +1,18 @@
-"""Export a detector to ONNX or TorchScript, then check the file against PyTorch.
+"""Export a detector to ONNX, TorchScript or OpenVINO, then check the file against PyTorch.
 
     path = export(load_model("best.pt"), ExportSettings(format="onnx"))   # -> best.onnx
 
-Both formats keep the eval-mode contract: ``images`` (B, 3, H, W) float in [0, 1] -> ``output0``
+Every format keeps the eval-mode contract: ``images`` (B, 3, H, W) float in [0, 1] -> ``output0``
 (B, 4 + nc, A), cx, cy, w, h in input pixels, then class scores. Class names, input size, stride
-and the rest of ``ExportMetadata`` travel inside the file, so ``YOLO("best.onnx")`` needs nothing else.
+and the rest of ``ExportMetadata`` travel with the file, so ``YOLO("best.onnx")`` needs nothing else.
+
+By default (``dynamic=True``) batch, height and width are free, so an exported model takes the
+same stride-multiple rectangle the PyTorch model predicts on, and finds the same boxes on images of
+any aspect ratio. ``dynamic=False`` fixes the shape for tools that need one; such a model predicts
+non-square images letterboxed into its square, so its boxes can differ slightly from PyTorch's.
+
+OpenVINO: the ONNX graph converted by ``openvino.convert_model`` and written by
+``openvino.save_model`` into ``best_openvino_model/`` (best.xml, best.bin, metadata.yaml).
 
 ONNX uses the TorchScript-based exporter (``dynamo=False``): on torch 2.14 here it writes the file
 in ~1-2 s with onnx and onnxruntime only, and its outputs match PyTorch to ~1e-7 relative; the
@@ -17,14 +25,26 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import shutil
+import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import yaml
 
 from yoloforge import __version__
-from yoloforge.backends import TORCHSCRIPT_METADATA, ExportMetadata, load_exported, quiet_torchscript, require
+from yoloforge.backends import (
+    OPENVINO_METADATA,
+    TORCHSCRIPT_METADATA,
+    ExportMetadata,
+    load_exported,
+    quiet_torchscript,
+    require,
+)
 from yoloforge.data.letterbox import stride_multiple
 from yoloforge.device import select_device
 from yoloforge.loading import LoadedModel
@@ -34,7 +54,9 @@ from yoloforge.settings import ExportSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17  # read by onnxruntime >= 1.13, TensorRT >= 8.6 and OpenVINO; the exporter goes to 20
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": "_openvino_model"}  # OpenVINO: folder
+FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "openvino": "OpenVINO"}
+TIMED_RUNS = 3  # the check's ms/image: median of this many runs, after the check's own run
 TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2}  # see output_difference
 
 
@@ -50,6 +72,9 @@ def export(loaded: LoadedModel, settings: ExportSettings) -> Path:
         raise ExportError(f"half=True needs a CUDA device (device=0); {device.type} exports in float32")
     if settings.batch < 1:
         raise ExportError(f"batch={settings.batch}: must be 1 or more")
+    if settings.half and settings.format == "openvino":
+        raise ExportError("half=True: OpenVINO models run in float32 on the CPU here; export without half")
+    _require_runtime(settings.format)  # fail before spending time on the export
     model = inference_copy(loaded.model, device, settings.half)
     stride = int(model.stride.max())
     imgsz = stride_multiple(settings.imgsz, stride, "exporting at")
@@ -67,31 +92,65 @@ def export(loaded: LoadedModel, settings: ExportSettings) -> Path:
     path = output_path(loaded, settings.format)
     sample = sample_input(meta, device, seed=0)
     start = time.perf_counter()
-    if settings.format == "onnx":
-        opset = _write_onnx(model, sample, path, meta, settings.opset)
-        details = f"opset {opset}, onnx {require('onnx').__version__}"
-    else:
-        _write_torchscript(model, sample, path, meta)
-        details = f"torch {torch.__version__}"
+    details = _write(settings.format, model, sample, path, meta, settings.opset)
     shape = "dynamic batch/height/width" if meta.dynamic else f"input {tuple(sample.shape)}"
     log.info(
         "%s: exported %s (%.1f MB) in %.1fs; %s, %s",
-        settings.format.upper() if settings.format == "onnx" else "TorchScript",
+        FORMAT_NAMES[settings.format],
         path,
-        path.stat().st_size / 1e6,
+        file_size(path) / 1e6,
         time.perf_counter() - start,
         shape,
         details,
     )
+    if not meta.dynamic:
+        log.info(
+            "Fixed input shape: non-square images are letterboxed into %dx%d, so boxes can differ "
+            "slightly from the PyTorch model's (dynamic=True, the default, finds the same boxes)",
+            imgsz,
+            imgsz,
+        )
     check_export(model, path, meta, device)
     return path
 
 
+def _write(
+    fmt: str, model: torch.nn.Module, sample: torch.Tensor, path: Path, meta: ExportMetadata, opset: int
+) -> str:
+    """Write ``path`` in format ``fmt``; returns what wrote it, for the log line."""
+    if fmt == "onnx":
+        opset = _write_onnx(model, sample, path, meta, opset)
+        return f"opset {opset}, onnx {require('onnx').__version__}"
+    if fmt == "openvino":
+        _write_openvino(model, sample, path, meta, opset)
+        return f"openvino {require('openvino').__version__}"
+    _write_torchscript(model, sample, path, meta)
+    return f"torch {torch.__version__}"
+
+
+def _require_runtime(fmt: str) -> None:
+    """The packages writing and checking ``fmt`` need, or ImportError saying what to install."""
+    if fmt == "onnx":
+        require("onnx")
+        require("onnxruntime")
+    elif fmt == "openvino":
+        require("onnx")  # the graph goes through ONNX
+        require("openvino")
+
+
+def file_size(path: Path) -> int:
+    """Bytes of an exported file, or of every file in an exported folder (OpenVINO)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def output_path(loaded: LoadedModel, fmt: str) -> Path:
-    """best.pt -> best.onnx beside it; a model built from a name -> ./yolov8n.onnx."""
+    """best.pt -> best.onnx (or the folder best_openvino_model) beside it; a model built from a
+    name -> ./yolov8n.onnx."""
     suffix = SUFFIXES[fmt]
     if loaded.path is not None:
-        return loaded.path.with_suffix(suffix)
+        return loaded.path.with_name(loaded.path.stem + suffix)
     return Path.cwd() / f"{loaded.family}{loaded.size}{suffix}"
 
 
@@ -113,7 +172,6 @@ def _write_onnx(
     model: torch.nn.Module, sample: torch.Tensor, path: Path, meta: ExportMetadata, opset: int
 ) -> int:
     onnx = require("onnx")
-    require("onnxruntime")  # needed for the check: fail before spending time on the export
     newest = onnx.defs.onnx_opset_version()
     opset = opset or min(DEFAULT_OPSET, newest)
     if opset > newest:
@@ -151,6 +209,29 @@ def _write_onnx(
     return opset
 
 
+def _write_openvino(
+    model: torch.nn.Module, sample: torch.Tensor, folder: Path, meta: ExportMetadata, opset: int
+) -> None:
+    """ONNX graph -> ``openvino.convert_model`` -> ``openvino.save_model`` (weights kept in float32,
+    so the check holds) into ``folder``, with metadata.yaml; an older folder is replaced whole."""
+    ov = require("openvino")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}-", dir=folder.parent) as tmp:
+        onnx_file = Path(tmp) / f"{folder.name.removesuffix(SUFFIXES['openvino'])}.onnx"
+        _write_onnx(model, sample, onnx_file, meta, opset)
+        try:
+            converted = ov.convert_model(str(onnx_file))
+        except Exception as e:  # openvino raises its own types; the user needs the first line
+            raise ExportError(f"OpenVINO conversion for {folder} failed: {str(e).splitlines()[0]}") from e
+        staged = Path(tmp) / folder.name
+        ov.save_model(converted, str(staged / onnx_file.with_suffix(".xml").name), compress_to_fp16=False)
+        values = {**asdict(meta), "imgsz": list(meta.imgsz)}
+        (staged / OPENVINO_METADATA).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staged.rename(folder)
+
+
 def _write_torchscript(
     model: torch.nn.Module, sample: torch.Tensor, path: Path, meta: ExportMetadata
 ) -> None:
@@ -165,7 +246,8 @@ def _write_torchscript(
 
 def check_export(model: torch.nn.Module, path: Path, meta: ExportMetadata, device: torch.device) -> float:
     """Run the written file on fresh random input (and a second shape when dynamic) and compare
-    with PyTorch. Raises ExportError past ``TOLERANCE``; returns the largest difference."""
+    with PyTorch, then log both one's ms/image. Raises ExportError past ``TOLERANCE``; returns the
+    largest difference."""
     runtime = load_exported(path, device)
     dtype = torch.float16 if meta.half else torch.float32
     samples = [sample_input(meta, device, seed=1)]
@@ -187,9 +269,44 @@ def check_export(model: torch.nn.Module, path: Path, meta: ExportMetadata, devic
             f"{path}: outputs differ from PyTorch by {worst:.2g} (tolerance {TOLERANCE[dtype]:g}); "
             "the file is kept for inspection. Please report this with the model and settings."
         )
-    what = "onnxruntime " + require("onnxruntime").__version__ if path.suffix == ".onnx" else "torch.jit.load"
-    log.info("Checked %s with %s against PyTorch: max relative difference %.1e", path.name, what, worst)
+    log.info(
+        "Checked %s with %s against PyTorch: max relative difference %.1e", path.name, _runner(path), worst
+    )
+    images = samples[0]
+    exported_ms = ms_per_image(runtime, images)
+    with torch.inference_mode():
+        torch_ms = ms_per_image(model, images)
+    log.info(
+        "%s: %.1f ms/image, PyTorch %.1f ms/image, input %s (median of %d runs)",
+        path.name,
+        exported_ms,
+        torch_ms,
+        "x".join(map(str, images.shape)),
+        TIMED_RUNS,
+    )
     return worst
+
+
+def _runner(path: Path) -> str:
+    """What ran the exported file in the check, for the log line."""
+    if path.suffix == ".onnx":
+        return f"onnxruntime {require('onnxruntime').__version__}"
+    if path.suffix == ".torchscript":
+        return "torch.jit.load"
+    return f"OpenVINO {require('openvino').__version__}"
+
+
+def ms_per_image(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> float:
+    """Median milliseconds per image of ``forward(images)`` over ``TIMED_RUNS`` runs (the caller has
+    run it once on this shape already: the warm-up)."""
+    times = []
+    for _ in range(TIMED_RUNS):
+        start = time.perf_counter()
+        forward(images)
+        if images.device.type == "cuda":
+            torch.cuda.synchronize(images.device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3 / len(images)
 
 
 def output_difference(expected: torch.Tensor, actual: torch.Tensor) -> float:

@@ -186,7 +186,7 @@ class ValSettings:
 
 @dataclass(frozen=True)
 class PredictSettings:
-    model: str = _s("", "checkpoint (.pt), .onnx or .torchscript file")
+    model: str = _s("", "checkpoint (.pt), .onnx or .torchscript file, or OpenVINO folder")
     source: str = _s("", "image, folder, glob, video, webcam index (0), URL or stream")
     conf: float = _s(0.25, "confidence threshold", bounds=_UNIT)
     iou: float = _s(0.7, "NMS IoU threshold", bounds=_UNIT)
@@ -214,13 +214,28 @@ class PredictSettings:
 @dataclass(frozen=True)
 class ExportSettings:
     model: str = _s("", "checkpoint to export")
-    format: str = _s("onnx", "export format", ("onnx", "torchscript"))
+    format: str = _s("onnx", "export format", ("onnx", "torchscript", "openvino"))
     imgsz: int = _s(640, "input image size (pixels)", bounds=_IMGSZ)
-    dynamic: bool = _s(False, "dynamic batch and image size (ONNX)")
+    dynamic: bool = _s(
+        True, "dynamic batch and image size: predicts the same boxes as PyTorch (False: fixed shape)"
+    )
     half: bool = _s(False, "half precision (CUDA only)")
     opset: int = _s(0, "ONNX opset (0: a recent one the installed onnx supports)", bounds=_NONNEG)
     batch: int = _s(1, "batch size of the exported model", bounds=_BATCH)
     device: str = _s("", "device used while exporting")
+    cfg: str = _s("", "yaml file of settings overriding these defaults")
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    model: str = _s("", "checkpoint to export and measure")
+    data: str = _s("", "dataset config yaml whose val split gives mAP50-95 (or 'shapes')")
+    imgsz: int = _s(640, "image size (pixels)", bounds=_IMGSZ)
+    device: str = _s("", "cpu, 0 or mps; empty = first GPU if there is one, else cpu")
+    formats: str = _s("", "formats to measure, e.g. formats=onnx,openvino (empty: all)")
+    workers: int = _s(0, "data loader worker processes", bounds=_NONNEG)
+    project: str = _s("runs/detect", "parent folder of the benchmark folder")
+    name: str = _s("benchmark", "benchmark folder name (benchmark2, ... when it exists)")
     cfg: str = _s("", "yaml file of settings overriding these defaults")
 
 
