@@ -194,8 +194,8 @@ class Validator:
     ) -> list[dict]:
         """Rank 0: every rank's images in ``evaluator`` (and JSON rows) in one-process order, the
         confusion matrices added. Global batch g is local batch g // w of rank g % w."""
-        ends = [*starts[1:], (len(evaluator.results), len(json_rows))]
-        pairs = zip(starts, ends, strict=True)
+        bounds = [*starts, (len(evaluator.results), len(json_rows))]
+        pairs = zip(bounds, bounds[1:], strict=False)  # one per batch of this rank (a rank may have none)
         mine = [(evaluator.results[r0:r1], json_rows[j0:j1]) for (r0, j0), (r1, j1) in pairs]
         matrix = evaluator.confusion.matrix if evaluator.confusion is not None else None
         ranks = self.dist.gather((mine, matrix))
