@@ -324,11 +324,11 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
-        # one process's validation batches (global batch x 2), dealt whole to the ranks: the metrics
-        # gathered on rank 0 are those of one process
+        # validation batches of twice this process's batch (as one process: its batch is the global
+        # one), dealt whole to the ranks: rank 0 gets the metrics one process gets at that val batch
         rank, world = self.dist.rank, self.dist.world_size
         self.val_set = ValDataset(
-            val_records, s.imgsz, batch_size=s.batch * 2, cache_ram=cache_ram, rank=rank, world_size=world
+            val_records, s.imgsz, batch_size=self.batch * 2, cache_ram=cache_ram, rank=rank, world_size=world
         )
         self.val_loader = build_val_loader(self.val_set, self.workers, self.device, rank, world)
         if s.plots and self.is_main:
