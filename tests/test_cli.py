@@ -72,14 +72,15 @@ def test_a_key_given_twice(capsys):
 
 BOUNDS = [
     ("imgsz=-5", "imgsz=-5 is not valid: use a positive image size in pixels, at least 32, e.g. 640"),
-    ("batch=0", "batch=0 is not valid: use a positive number of images per batch, e.g."),
-    ("batch=-3", "batch=-3 is not valid: use a positive number of images per batch, e.g."),
+    ("batch=0", "batch=0 is not valid: use a positive number of images per batch"),
+    ("batch=-3", "batch=-3 is not valid: use a positive number of images per batch"),
     ("conf=2", "conf=2 is not valid: use a number in [0, 1]"),
     ("iou=-1", "iou=-1 is not valid: use a number in [0, 1]"),
     ("max_det=0", "max_det=0 is not valid: use an integer >= 1"),
     ("imgsz=nan", "imgsz=nan is not valid"),
 ]
 TRAIN_BOUNDS = [
+    ("batch=1.5", "batch=1.5 is not valid: use a positive number of images per batch, -1 (the largest"),
     ("epochs=0", "epochs=0 is not valid: use an integer >= 1, e.g. 100"),
     ("epochs=-1", "epochs=-1 is not valid: use an integer >= 1, e.g. 100"),
     ("workers=-2", "workers=-2 is not valid: use an integer >= 0"),

@@ -124,7 +124,13 @@ def test_two_processes_under_torchrun_train_into_one_run_folder(shapes_small: Pa
     from yoloforge.results_csv import read_rows
 
     args = ["train", f"data={shapes_small}", "model=yolov8n.yaml", "device=cpu", "workers=0", "imgsz=64"]
-    args += ["batch=4", "epochs=2", "plots=False", f"project={tmp_path}"]
+    args += [
+        "batch=4",
+        "epochs=2",
+        "plots=False",
+        "cache=ram",
+        f"project={tmp_path}",
+    ]  # each rank caches its share
     done = subprocess.run(launch_command(2, args), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["train"]  # one folder: rank 1 made no train2
@@ -144,3 +150,16 @@ def test_global_batch_must_split_evenly_across_the_processes():
 
     with pytest.raises(ValueError, match="batch=6 does not split evenly across 4 training processes"):
         _rank_batch(6, 4)
+
+
+def test_sync_bn_is_a_one_line_note_and_no_op_without_several_cuda_processes(logs):
+    from yoloforge.settings import TrainSettings
+    from yoloforge.trainer import StartingPoint, Trainer
+
+    trainer = Trainer(TrainSettings(sync_bn=True), StartingPoint("yolov8", "n", "yolov8n.yaml"))
+    trainer.device = torch.device("cpu")
+    model = _fresh_model()
+    assert trainer._wrap(model) is model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    notes = [r.getMessage() for r in logs.records if "sync_bn" in r.getMessage()]
+    assert set(notes) == {"sync_bn=True only acts with several CUDA processes; ignored here"}

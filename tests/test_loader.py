@@ -89,11 +89,12 @@ def test_sampler_orders_depend_on_seed_and_epoch():
     assert keys == [SampleKey(i, 0, True) for i in range(5)]
 
 
-def test_sampler_ranks_share_one_order():
-    ranks = [EpochSampler(10, seed=2, rank=r, world_size=3) for r in range(3)]
+def test_sampler_ranks_read_each_image_once():
+    ranks = [EpochSampler(10, seed=2, rank=r, world_size=3, batch=2) for r in range(3)]
     parts = [[k.index for k in s] for s in ranks]
-    assert [len(p) for p in parts] == [4, 4, 4] == [len(s) for s in ranks]
-    assert set(sum(parts, [])) == set(range(10))
+    assert sorted(map(len, parts)) == [3, 3, 4] and [len(p) for p in parts] == [len(s) for s in ranks]
+    assert sorted(sum(parts, [])) == list(range(10))  # each image once, no padding
+    assert [len(s.batches(0)) for s in ranks] == [2, 2, 2]  # as many steps on every rank
     with pytest.raises(ValueError, match="rank"):
         EpochSampler(10, rank=3, world_size=3)
 
@@ -137,10 +138,10 @@ def test_rect_sampler_keeps_batches_whole():
     assert one[-1] == [9]  # the short batch stays last, where a loader's last chunk is
     assert {tuple(b) for b in batches(0)} == {tuple(b) for b in batches(1)}
     assert any(batches(e) != one for e in range(1, 6))  # the batch order changes with the epoch
-    ranks = [batches(0, r, 3) for r in range(3)]
-    assert [len(r) for r in ranks] == [2, 2, 2]  # 4 batches wrapped to 6: each rank gets 2
-    assert all(len(b) == 3 for r in ranks for b in r[:-1])
-    assert {tuple(b) for r in ranks for b in r} == {tuple(b) for b in one}
+    owned = [EpochSampler(10, seed=1, rank=r, world_size=3, rect_batch=3).batches(0) for r in range(3)]
+    assert [len(r) for r in owned] == [2, 2, 2]  # 4 batches over 3 ranks: two ranks split theirs
+    assert sorted(i for r in owned for b in r for i in b) == list(range(10))  # each image once
+    assert all(len({i // 3 for i in b}) == 1 for r in owned for b in r)  # a split stays in its batch
 
 
 def test_rect_training_batches(records):

@@ -46,10 +46,10 @@ def store(values: dict) -> Path:
     [
         ("imgsz", "-5", "imgsz=-5 is not valid: use a positive image size in pixels, at least 32, e.g. 640"),
         ("imgsz", "16", "imgsz=16 is not valid: use a positive image size in pixels"),
-        ("batch", "0", "batch=0 is not valid: use a positive number of images per batch, e.g. 16"),
-        ("batch", "-3", "batch=-3 is not valid: use a positive number of images per batch, e.g. 16"),
-        ("batch", "-1", "batch=-1 is not valid: use a positive number of images per batch"),
-        ("batch", "0.5", "batch=0.5 is not valid: use a positive number of images per batch"),
+        ("batch", "0", "batch=0 is not valid: use a positive number of images per batch, -1 (the"),
+        ("batch", "-3", "batch=-3 is not valid: use a positive number of images per batch, -1 (the"),
+        ("batch", "-2", "batch=-2 is not valid: use a positive number of images per batch, -1 (the"),
+        ("batch", "1.5", "batch=1.5 is not valid: use a positive number of images per batch, -1 (the"),
         ("epochs", "0", "epochs=0 is not valid: use an integer >= 1, e.g. 100"),
         ("epochs", "-1", "epochs=-1 is not valid: use an integer >= 1"),
         ("epochs", "inf", "epochs=inf is not valid: use an integer >= 1"),
@@ -139,6 +139,9 @@ def test_every_mode_checks_ranges(cls: type, key: str, value: str):
         ("workers", "0", 0),
         ("imgsz", "32", 32),
         ("batch", "1", 1),
+        ("batch", "-1", -1),  # autobatch (CUDA)
+        ("batch", "0.8", 0.8),  # a fraction of the GPU memory (CUDA)
+        ("batch", "16.0", 16),
         ("epochs", "1e2", 100),
         ("seed", str(2**32 - 1), 2**32 - 1),
     ],

@@ -68,8 +68,14 @@ _NONNEG = Bounds(low=0)
 _POSITIVE = Bounds(low=0, low_open=True)
 _AT_LEAST_1 = Bounds(low=1)
 _IMGSZ = Bounds(low=32, valid="use a positive image size in pixels, at least 32")
-# batch=-1 and fractions are kept for automatic batch sizing on CUDA (a later change)
 _BATCH = Bounds(low=1, valid="use a positive number of images per batch")
+# training also sizes its batch from the GPU's memory (autobatch.py): -1 or a fraction in (0, 1)
+_TRAIN_BATCH = Bounds(
+    low=1,
+    also=(-1,),
+    valid="use a positive number of images per batch, -1 (the largest that fits 60% of the GPU memory) "
+    "or a fraction of the GPU memory in (0, 1)",
+)
 
 
 def _s(default: Any, help: str, choices: tuple | None = None, bounds: Bounds | None = None) -> Any:
@@ -125,7 +131,12 @@ class TrainSettings:
     model: str = _s("yolov8n.pt", "model: a .pt checkpoint, or a name like yolov8n.yaml / yolo11s to build")
     data: str = _s("", "dataset config yaml (or 'shapes' for the built-in demo data)")
     epochs: int = _s(100, "number of epochs", bounds=_AT_LEAST_1)
-    batch: int = _s(16, "images per batch", bounds=_BATCH)
+    batch: int | float = _s(
+        16,
+        "images per batch over all processes; -1: the largest that fits 60% of the GPU memory, "
+        "0.7: the largest that fits that fraction (CUDA only)",
+        bounds=_TRAIN_BATCH,
+    )
     imgsz: int = _s(640, "training image size (pixels, a multiple of 32)", bounds=_IMGSZ)
     device: str = _s("", "cpu, 0, '0,1' or mps; empty = first GPU if there is one, else cpu")
     workers: int = _s(8, "data loader worker processes (capped by the CPU count)", bounds=_NONNEG)
@@ -149,6 +160,9 @@ class TrainSettings:
     deterministic: bool = _s(True, "deterministic algorithms where torch offers them")
     resume: bool = _s(False, "resume the interrupted run of this last.pt")
     amp: bool = _s(True, "mixed precision: float16 on CUDA, bfloat16 on CPUs with native bf16")
+    sync_bn: bool = _s(
+        False, "several CUDA processes: BatchNorm statistics over the global batch (SyncBatchNorm)"
+    )
     rect: bool = _s(False, "rectangular training batches (turns mosaic off)")
     single_cls: bool = _s(False, "train as one class")
     verbose: bool = _s(True, "print per-class validation tables")
@@ -293,10 +307,11 @@ def coerce(key: str, value: Any, owner: type) -> Any:
     choices = f.metadata.get("choices")
     bounds: Bounds | None = f.metadata.get("bounds")
     try:
-        out = _convert(key, value, typ)
+        out = _train_batch(value) if bounds is _TRAIN_BATCH else _convert(key, value, typ)
     except (TypeError, ValueError, OverflowError):
         raise SettingsError(_invalid(key, value, typ, f)) from None
-    if bounds is not None and not bounds.contains(out):
+    fraction = bounds is _TRAIN_BATCH and isinstance(out, float)  # in (0, 1): checked by _train_batch
+    if bounds is not None and not fraction and not bounds.contains(out):
         raise SettingsError(_invalid(key, value, typ, f))
     if key == "cache":  # users also write cache=True / cache=False
         out = {"true": "ram", "false": "", "ram": "ram", "": ""}.get(out.lower(), out)
@@ -339,6 +354,19 @@ def _convert(key: str, value: Any, typ: Any) -> Any:
     if key == "classes":
         return _parse_int_tuple(value)
     return value  # pragma: no cover - every field type is listed above
+
+
+def _train_batch(value: Any) -> int | float:
+    """Training's batch: a whole number of images (int; the range is checked after), or a
+    fraction of the GPU memory in (0, 1) (float); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError
+    out = float(value) if isinstance(value, int | float) else float(str(value))
+    if out.is_integer():
+        return int(out)
+    if 0 < out < 1:
+        return out
+    raise ValueError
 
 
 def _shown(value: Any) -> str:

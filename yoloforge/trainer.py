@@ -177,6 +177,7 @@ class Trainer:
         held.enter_context(quiet_unless_main(self.dist))
         if self.dist.enabled:
             held.enter_context(_signals_as_flag(self))
+        s = self.settings = self._sized_batch(s)  # batch=-1 / 0.7: measured on the GPU, then an int
         self.batch = _rank_batch(s.batch, self.dist.world_size)
         self.cpu_plan = plan_cpu(self.device, s.workers, self.batch)
         if "OMP_NUM_THREADS" not in os.environ:  # an explicit user choice wins over the plan
@@ -199,6 +200,24 @@ class Trainer:
             self.run.release()
             self.run.discard()
             raise
+
+    def _sized_batch(self, s: TrainSettings) -> TrainSettings:
+        """Settings whose batch is a number of images: batch=-1 (60% of the GPU memory) and
+        batch=0.7 (that fraction) are measured on each rank's GPU (autobatch.py) and the smallest
+        answer times the processes becomes the global batch."""
+        if isinstance(s.batch, int) and s.batch >= 1:
+            return s
+        from yoloforge import autobatch
+
+        autobatch.check_device(s.batch, self.device)
+        fraction = autobatch.DEFAULT_FRACTION if s.batch == -1 else float(s.batch)
+        nc = 1 if s.single_cls else len(load_data_config(s.data).names)
+        probe = build_model(self.start.family, self.start.size, nc=nc).to(self.device)
+        mine = autobatch.autobatch(probe, s.imgsz, self.device, fraction, amp=s.amp)
+        del probe
+        every = self.dist.gather(mine)
+        per_rank = self.dist.broadcast(min(every) if every is not None else None)
+        return dataclasses.replace(s, batch=per_rank * self.dist.world_size)
 
     def _shared_run_folder(self) -> RunFolder | None:
         """Rank 0 claims and locks the run folder and tells the others its path; None on them."""
@@ -265,9 +284,14 @@ class Trainer:
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the training step calls: DistributedDataParallel over several processes
         (built after a resume's restore: it copies rank 0's weights to every rank)."""
+        cuda = self.device.type == "cuda"
+        if self.settings.sync_bn and not (self.dist.enabled and cuda):
+            log.info("sync_bn=True only acts with several CUDA processes; ignored here")
         if not self.dist.enabled:
             return model
-        ids = [self.device.index] if self.device.type == "cuda" else None
+        if self.settings.sync_bn and cuda:  # in place: the same parameters, the optimizer keeps them
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [self.device.index] if cuda else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def _build_data(self) -> None:
@@ -291,6 +315,8 @@ class Trainer:
             rect=s.rect,
             batch_size=self.batch,
             stride=int(self.model.stride.max()),
+            rank=self.dist.rank,  # cache=ram keeps this rank's images only
+            world_size=self.dist.world_size,
         )
         if s.rect:
             log.info("rect=True: rectangular training batches of similar aspect ratio, mosaic and mixup off")
@@ -305,10 +331,13 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
-        self.val_set = self.val_loader = None
-        if self.is_main:  # validation runs on rank 0 (the others wait for its decisions)
-            self.val_set = ValDataset(val_records, imgsz=s.imgsz, batch_size=s.batch * 2, cache_ram=cache_ram)
-            self.val_loader = build_val_loader(self.val_set, workers=self.workers, device=self.device)
+        # validation batches of twice this process's batch (as one process: its batch is the global
+        # one), dealt whole to the ranks: rank 0 gets the metrics one process gets at that val batch
+        rank, world = self.dist.rank, self.dist.world_size
+        self.val_set = ValDataset(
+            val_records, s.imgsz, batch_size=self.batch * 2, cache_ram=cache_ram, rank=rank, world_size=world
+        )
+        self.val_loader = build_val_loader(self.val_set, self.workers, self.device, rank, world)
         if s.plots and self.is_main:
             from yoloforge.plots import plot_labels
 
@@ -345,7 +374,7 @@ class Trainer:
         s = self.settings
         return Validator(
             names=self.names, conf=s.conf, iou=s.iou, max_det=s.max_det, save_dir=self.save_dir,
-            plots=plots, verbose=verbose, criterion=criterion,
+            plots=plots, verbose=verbose, criterion=criterion, dist=self.dist,
         )  # fmt: skip
 
     def _restore(self, ckpt: Checkpoint) -> None:
@@ -487,7 +516,9 @@ class Trainer:
         return f"{last} keeps the last good epoch ({last_good}){also}"
 
     def _validate_epoch(self, final_epoch: bool):
-        if not (self.settings.val or final_epoch) or not self.is_main:
+        """Metrics (rank 0; None elsewhere or when not validating) and the validation losses
+        (every rank): the ranks validate their shares of the images together."""
+        if not (self.settings.val or final_epoch):
             return None, torch.full((3,), float("nan"))
         result = self.validator.run(self.ema.ema, self.val_loader, self.device)
         return result.metrics, result.losses
@@ -582,19 +613,23 @@ class Trainer:
                 log.info("Saved %s, %.1fMB (%s)", path, path.stat().st_size / 2**20, what)
 
     def _final_validation(self):
+        """best.pt validated by every rank on its share (rank 0 reads it and sends it to the others,
+        whose file system may not hold the run folder); the metrics on rank 0, None elsewhere."""
         best = self.weights_dir / "best.pt"
-        if not best.exists() or not self.is_main:
+        if not self.dist.broadcast(best.exists()):
             return None
         from yoloforge.checkpoint import load_checkpoint
 
         log.info("\nValidating %s...", best)
-        ckpt = load_checkpoint(best)
+        ckpt = self.dist.broadcast(load_checkpoint(best) if self.is_main else None)
         model = build_model(ckpt.family, ckpt.size, nc=ckpt.nc)
         model.load_state_dict({k: v.float() for k, v in ckpt.model.items()})
         model.to(self.device).eval()
         model.fuse()
         s = self.settings
         result = self._validator(plots=s.plots, verbose=True).run(model, self.val_loader, self.device)
+        if not self.is_main:
+            return None
         if s.plots:
             from yoloforge.plots import plot_results
 

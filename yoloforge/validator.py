@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from yoloforge.boxes import non_max_suppression
+from yoloforge.distributed import Distributed
 from yoloforge.metrics import CONF_POINTS, RECALL_POINTS, ConfusionMatrix, DetectionEvaluator, DetMetrics
 from yoloforge.run_reader import CONFUSION_JSON, write_confusion
 from yoloforge.settings import ValSettings
@@ -40,7 +41,7 @@ PLOT_TOP = 3
 
 @dataclass
 class ValResult:
-    metrics: DetMetrics
+    metrics: DetMetrics | None  # None on ranks other than 0 (several processes)
     losses: torch.Tensor | None  # (3,) mean box, cls, dfl loss over batches; None without a criterion
     speed: dict[str, float]  # ms per image for each of STAGES
 
@@ -107,6 +108,12 @@ class Validator:
     ``names`` (list or dict by class id) sets the class count. ``criterion``: the trainer's
     DetectionLoss, called as ``criterion(feats, batch).parts`` for validation losses.
     ``save_dir`` is needed when ``plots`` or ``save_json``.
+
+    ``dist`` (several processes): each rank runs its share of the batches, as
+    ``loader.build_val_loader(rank=, world_size=)`` deals them (rank r: batches r, r + w, ...); rank 0
+    gathers the per-image results, puts them back in one-process order and computes the metrics,
+    identical to one process's; the loss sums are added over the ranks, so every rank gets the
+    validation losses. Only rank 0 prints, plots and writes.
     """
 
     def __init__(
@@ -124,6 +131,7 @@ class Validator:
         half: bool = ValSettings.half,
         criterion: Callable | None = None,
         progress: bool = True,
+        dist: Distributed | None = None,
     ):
         names = dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
         self.names = {0: "item" if len(names) != 1 else names[0]} if single_cls else names
@@ -132,6 +140,7 @@ class Validator:
         self.plots, self.save_json, self.verbose, self.half = plots, save_json, verbose, half
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.criterion, self.progress = criterion, progress
+        self.dist = dist or Distributed()
         if (plots or save_json) and self.save_dir is None:
             raise ValueError("Validator: plots=True or save_json=True needs a save_dir")
 
@@ -143,21 +152,24 @@ class Validator:
         evaluator = DetectionEvaluator(self.nc, self.max_det, confusion)
         timer = StageTimer(device)
         loss_sum, n_batches, seen, json_rows = torch.zeros(3, device=device), 0, 0, []
+        starts: list[tuple[int, int]] = []  # (results, json rows) before each batch: for merging ranks
+        main = self.dist.is_main
         was_training = getattr(model, "training", False)
         if hasattr(model, "eval"):
             model.eval()
-        if not self.progress:
+        if not self.progress and main:
             log.info(HEADER)  # otherwise the bar shows it
         try:
-            bar = tqdm(loader, desc=HEADER, bar_format=BAR_FORMAT, disable=not self.progress)
+            bar = tqdm(loader, desc=HEADER, bar_format=BAR_FORMAT, disable=not (self.progress and main))
             for i, batch in enumerate(bar):
+                starts.append((len(evaluator.results), len(json_rows)))
                 if batch is None:  # every image of it failed to decode (the dataset warned)
                     continue
                 with torch.no_grad():
                     dets, dets_original, losses = self._step(model, batch, device, timer)
                 for j, det in enumerate(dets_original):
                     self._update(evaluator, batch, j, det, json_rows)
-                if self.plots and i < PLOT_BATCHES:
+                if self.plots and main and i < PLOT_BATCHES:
                     self._plot_batch(i, batch, dets)
                 if losses is not None:
                     loss_sum += losses
@@ -165,12 +177,38 @@ class Validator:
         finally:
             if hasattr(model, "train"):
                 model.train(was_training)
-        speed = timer.ms_per_image(seen)
+        speed = timer.ms_per_image(seen)  # this rank's
+        if self.dist.enabled:
+            totals = self.dist.sum(torch.cat((loss_sum, loss_sum.new_tensor([n_batches, seen]))))
+            loss_sum, n_batches, seen = totals[:3], int(totals[3]), int(totals[4])
+            json_rows = self._merge_ranks(evaluator, json_rows, starts)
+        losses = (loss_sum / max(n_batches, 1)).cpu() if self.criterion is not None else None
+        if not main:
+            return ValResult(None, losses, speed)
         metrics = DetMetrics(evaluator.compute(), self.names, speed, self.save_dir, evaluator.confusion, seen)
         self._print(metrics)
         self._save(metrics, json_rows)
-        losses = (loss_sum / max(n_batches, 1)).cpu() if self.criterion is not None else None
         return ValResult(metrics, losses, speed)
+
+    def _merge_ranks(
+        self, evaluator: DetectionEvaluator, json_rows: list[dict], starts: list[tuple[int, int]]
+    ) -> list[dict]:
+        """Rank 0: every rank's images in ``evaluator`` (and JSON rows) in one-process order, the
+        confusion matrices added. Global batch g is local batch g // w of rank g % w."""
+        bounds = [*starts, (len(evaluator.results), len(json_rows))]
+        pairs = zip(bounds, bounds[1:], strict=False)  # one per batch of this rank (a rank may have none)
+        mine = [(evaluator.results[r0:r1], json_rows[j0:j1]) for (r0, j0), (r1, j1) in pairs]
+        matrix = evaluator.confusion.matrix if evaluator.confusion is not None else None
+        ranks = self.dist.gather((mine, matrix))
+        if ranks is None:
+            return json_rows
+        w = len(ranks)
+        n = sum(len(batches) for batches, _ in ranks)
+        ordered = [ranks[g % w][0][g // w] for g in range(n)]
+        evaluator.results = [r for results, _ in ordered for r in results]
+        if evaluator.confusion is not None:
+            evaluator.confusion.matrix = sum(m for _, m in ranks)
+        return [row for _, rows in ordered for row in rows]
 
     # ------------------------------------------------------------------------------------------
     # one batch

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from yoloforge.data.augment import Labeled, augment, resize_long_side, scaled_boxes, without_mosaic
 from yoloforge.data.images import ImageReadError, read_image
 from yoloforge.data.letterbox import letterbox, rect_shape
+from yoloforge.data.shard import owned_images, val_batches
 from yoloforge.settings import AugmentSettings
 from yoloforge.structures import ImageRecord, Letterbox, Sample
 
@@ -162,6 +163,10 @@ class TrainDataset(Dataset):
     image i belongs to batch ``i // batch_size``, whose shape is ``input_shape(i)``; a sampler
     must keep those batches together (``loader.EpochSampler(rect_batch=...)``). Mosaic and mixup
     are off: they need square samples.
+
+    ``cache_ram`` with ``rank`` / ``world_size`` (several training processes): only the images this
+    rank owns are decoded and kept (``shard.owned_images`` of ``seed``; the sampler of the same
+    rank and seed reads nothing else), so the processes together hold the set once, not once each.
     """
 
     def __init__(
@@ -175,6 +180,8 @@ class TrainDataset(Dataset):
         rect: bool = False,
         batch_size: int = 16,
         stride: int = 32,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not records:
             raise ValueError("TrainDataset: no images to train on")
@@ -190,9 +197,12 @@ class TrainDataset(Dataset):
         self.settings = augment
         self.seed = seed
         self.mosaic = augment.mosaic > 0  # switched off by close_mosaic()
-        self.images = (
-            cache_images(self.records, imgsz, cv2.INTER_LINEAR, "train: ", fast=True) if cache_ram else None
-        )
+        self.rank, self.world_size = rank, world_size
+        self.images: dict[int, np.ndarray] | None = None  # index -> resized image (cache_ram)
+        if cache_ram:
+            mine = owned_images(len(self.records), seed, rank, world_size, batch_size if rect else 0).tolist()
+            decoded = cache_images([self.records[i] for i in mine], imgsz, cv2.INTER_LINEAR, "train: ", True)
+            self.images = dict(zip(mine, decoded, strict=True))
         self._recent: OrderedDict[int, np.ndarray] = OrderedDict()  # this process's, oldest first
         self._recent_limit = RECENT_IMAGES  # grows to the sampler's partner window
 
@@ -213,7 +223,7 @@ class TrainDataset(Dataset):
 
     def _image(self, index: int) -> np.ndarray:
         """From the RAM cache, else from this process's recent images, else decoded (and kept)."""
-        if self.images is not None:
+        if self.images is not None and index in self.images:
             return self.images[index]
         image = self._recent.pop(index, None)
         if image is None:
@@ -258,7 +268,8 @@ class ValDataset(Dataset):
     Without ``rect`` every input is ``shape`` (height, width; default imgsz x imgsz), e.g. the
     input of a static-shape export. An image that passed the scan but does not decode now (a file
     changed or damaged since) is skipped with a warning: ``__getitem__`` gives None, which
-    ``loader.collate`` leaves out.
+    ``loader.collate`` leaves out. ``rank`` / ``world_size``: ``cache_ram`` keeps only the batches
+    that rank validates (``loader.build_val_loader`` with the same rank).
     """
 
     def __init__(
@@ -270,6 +281,8 @@ class ValDataset(Dataset):
         rect: bool = True,
         cache_ram: bool = False,
         shape: tuple[int, int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.imgsz, self.batch_size, self.stride, self.rect = imgsz, batch_size, stride, rect
         self.shape = tuple(shape) if shape is not None else (imgsz, imgsz)
@@ -278,7 +291,12 @@ class ValDataset(Dataset):
             order, aspects = aspect_order(records)
             self.records = [records[i] for i in order]
             self.batch_shapes = batch_shapes(aspects, batch_size, imgsz, stride, VAL_RECT_PAD)
-        self.images = cache_images(self.records, imgsz, cv2.INTER_AREA, "val: ") if cache_ram else None
+        self.rank, self.world_size = rank, world_size
+        self.images: dict[int, np.ndarray] | None = None  # index -> resized image (cache_ram)
+        if cache_ram:  # several processes: each keeps the batches it validates (shard.val_batches)
+            mine = [i for b in val_batches(len(self.records), batch_size, rank, world_size) for i in b]
+            decoded = cache_images([self.records[i] for i in mine], imgsz, cv2.INTER_AREA, "val: ")
+            self.images = dict(zip(mine, decoded, strict=True))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -289,7 +307,7 @@ class ValDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample | None:
         record = self.records[index]
-        if self.images is not None:
+        if self.images is not None and index in self.images:
             image = self.images[index]
         else:
             try:

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from yoloforge.data.dataset import SampleKey, TrainDataset, ValDataset
+from yoloforge.data.shard import owned_images, val_batches
 from yoloforge.structures import Batch, Sample
 
 PARTNER_WINDOW = 128  # images a mosaic draws its partners from (the reference: 8 batches of 16)
@@ -63,23 +64,30 @@ class EpochSampler(Sampler[SampleKey]):
     """Yields ``SampleKey``s in an order that depends only on (seed, epoch).
 
     Two seeds give two orders, one seed the same order every run, each epoch a new one. With
-    ``world_size`` > 1 each rank takes every world_size-th key of the shared order (the order is
-    wrapped around so every rank gets the same number).
+    ``world_size`` > 1 each rank reads only the images it owns for the whole run (``shard.py``:
+    a fixed split from the seed, so that ``cache=ram`` holds 1/world_size of the set per rank), in
+    the shared epoch order: every image exactly once per epoch across the ranks. The ranks must
+    take the same number of steps, so a rank whose images fall one short of another's batch count
+    splits its largest batch in two (``batches``); only a rank with fewer images than batches (a
+    batch of 1 per rank) repeats one.
 
-    Mosaic/mixup partners (``window`` > 0): the keys of batch ``b`` (``batch`` keys each) draw
-    their partners from ``b`` itself and the batches before it that the same loader worker makes
-    (``b - lanes``, ``b - 2 * lanes``, ...; a DataLoader deals batches to its ``lanes`` workers in
-    turn), as many as hold about ``window`` images. A worker finds them all among the images it
-    decoded recently (``TrainDataset`` keeps the window decoded), and a batch mixes ~``window`` images rather
-    than its own 16 (the reference draws from a buffer of ~128 recent images; partners from the
-    batch alone trained measurably worse). ``window`` = 0: partners from the whole dataset. The
-    window reaches back into the previous epoch's batches of the same worker (a DataLoader deals
-    every epoch's first batch to worker 0), so only the first epoch starts with a small window; the
+    Mosaic/mixup partners (``window`` > 0): the keys of batch ``b`` draw their partners from ``b``
+    itself and the batches before it that the same loader worker makes (``b - lanes``,
+    ``b - 2 * lanes``, ...; a DataLoader deals batches to its ``lanes`` workers in turn), as many
+    as hold about ``window`` images. A worker finds them all among the images it decoded recently
+    (``TrainDataset`` keeps the window decoded), and a batch mixes ~``window`` images rather than
+    its own 16 (the reference draws from a buffer of ~128 recent images; partners from the batch
+    alone trained measurably worse). ``window`` = 0: partners from the whole dataset. The window
+    reaches back into the previous epoch's batches of the same worker (a DataLoader deals every
+    epoch's first batch to worker 0), so only the first epoch starts with a small window; the
     previous epoch's order follows from (seed, epoch - 1), so a resumed run draws the same windows.
 
     ``rect_batch`` > 0 keeps the dataset's rectangular batches together (indices ``b*rect_batch``
     onwards, see ``TrainDataset(rect=True)``): the order of the full batches is shuffled, the short
-    last batch stays last, and ranks take whole batches in turn.
+    last batch stays last, and each rank owns whole batches.
+
+    Read the epoch when iterating: a loader (persistent workers included) creates its sampler
+    iterator in ``iter(loader)``, so ``set_epoch`` must come first (``TrainLoader`` does it in order).
     """
 
     def __init__(
@@ -96,45 +104,58 @@ class EpochSampler(Sampler[SampleKey]):
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
-        self.size, self.seed, self.shuffle = size, seed, shuffle
         if batch < 1 or lanes < 1 or window < 0:
             raise ValueError(f"batch={batch} and lanes={lanes} must be >= 1, window={window} >= 0")
+        if size < world_size:
+            raise ValueError(f"{size} training images cannot be shared by {world_size} processes")
+        self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.rect_batch = rect_batch
         self.batch, self.window, self.lanes = batch, window, lanes
         self.epoch = 0
         self.mosaic = True
+        self.images = owned_images(size, seed, rank, world_size, rect_batch)  # this rank's, sorted
+        self._mine = np.zeros(size, dtype=bool)
+        self._mine[self.images] = True
+        if rect_batch:  # whole rectangular batches per rank
+            n_rect = math.ceil(size / rect_batch)
+            if n_rect < world_size:
+                raise ValueError(f"{n_rect} rectangular batches cannot be shared by {world_size} processes")
+            self.steps = math.ceil(n_rect / world_size)
+        else:  # the batches of the rank with the most images
+            self.steps = math.ceil(math.ceil(size / world_size) / batch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def order(self, epoch: int | None = None) -> np.ndarray:
         """(len(self),) image indices of this rank for ``epoch`` (default: the current epoch)."""
-        epoch = self.epoch if epoch is None else epoch
-        if self.rect_batch:
-            return np.concatenate(self._rect_batches(epoch)[self.rank :: self.world_size])
-        if self.shuffle:
-            order = np.random.default_rng((self.seed, epoch)).permutation(self.size)
-        else:
-            order = np.arange(self.size)
-        total = len(self) * self.world_size
-        order = np.resize(order, total)  # wraps around when size is not a multiple of world_size
-        return order[self.rank :: self.world_size]
+        return np.concatenate(self.batches(self.epoch if epoch is None else epoch))
 
     def __iter__(self) -> Iterator[SampleKey]:
-        epoch, mosaic = self.epoch, self.mosaic  # read once: the whole epoch sees the same values
+        return (key for keys in self.batch_keys() for key in keys)
+
+    def batch_keys(self) -> list[list[SampleKey]]:
+        """This epoch's batches of keys; epoch and mosaic read once: the whole epoch sees the same."""
+        epoch, mosaic = self.epoch, self.mosaic
         batches = self.batches(epoch)
         previous = self.batches(epoch - 1) if self.window and epoch > 0 else []
-        keys: list[SampleKey] = []
+        keys: list[list[SampleKey]] = []
         for b, indices in enumerate(batches):
             partners = self.partner_window(batches, b, previous) if self.window else ()
-            keys += [SampleKey(i, epoch, mosaic, partners) for i in indices]
-        return iter(keys)
+            keys.append([SampleKey(i, epoch, mosaic, partners) for i in indices])
+        return keys
 
     def batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches of image indices in ``epoch``."""
-        order = self.order(epoch).tolist()
-        return [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        """This rank's batches of image indices in ``epoch``: ``self.steps`` of them."""
+        if self.rect_batch:
+            batches = [b for b in self._rect_batches(epoch) if self._mine[b[0]]]
+        else:
+            rng = np.random.default_rng((self.seed, epoch))
+            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+            order = order[self._mine[order]].tolist()  # one process: all of it, as before sharding
+            batches = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        return _as_many_batches([list(map(int, b)) for b in batches], self.steps)
 
     def partner_window(
         self, batches: list[list[int]], b: int, previous: Sequence[list[int]] = ()
@@ -149,20 +170,45 @@ class EpochSampler(Sampler[SampleKey]):
         return tuple(dict.fromkeys(i for batch in mine[-depth:] for i in batch))
 
     def _rect_batches(self, epoch: int) -> list[np.ndarray]:
-        """Every rank's batches in turn, wrapped around so that each rank gets as many."""
+        """All rectangular batches in this epoch's order: full ones shuffled, the short one last."""
         starts = range(0, self.size, self.rect_batch)
         batches = [np.arange(i, min(i + self.rect_batch, self.size)) for i in starts]
         n_full = len(batches) - (self.size % self.rect_batch > 0)
         if self.shuffle:
             perm = np.random.default_rng((self.seed, epoch)).permutation(n_full)
             batches[:n_full] = [batches[i] for i in perm]
-        total = math.ceil(len(batches) / self.world_size) * self.world_size
-        return [batches[i % len(batches)] for i in range(total)]  # the short batch stays last of its rank
+        return batches
 
     def __len__(self) -> int:
-        if self.rect_batch:
-            return sum(len(b) for b in self._rect_batches(self.epoch)[self.rank :: self.world_size])
-        return math.ceil(self.size / self.world_size)
+        return sum(len(b) for b in self.batches(self.epoch))
+
+
+def _as_many_batches(batches: list[list[int]], steps: int) -> list[list[int]]:
+    """``batches`` made ``steps`` long (every rank must take as many steps): the largest batch is
+    split in two while one has 2 images or more; then (fewer images than steps) the first repeats."""
+    batches = list(batches)
+    while len(batches) < steps:
+        k = max(range(len(batches)), key=lambda j: len(batches[j]))
+        if len(batches[k]) < 2:
+            batches.append(batches[0])
+            continue
+        half = (len(batches[k]) + 1) // 2
+        batches[k : k + 1] = [batches[k][:half], batches[k][half:]]
+    return batches
+
+
+class EpochBatches(Sampler[list[SampleKey]]):
+    """The batch sampler a DataLoader reads: ``sampler``'s batches of keys (their sizes may differ
+    between ranks by the split of ``_as_many_batches``, never their number)."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        return iter(self.sampler.batch_keys())
+
+    def __len__(self) -> int:
+        return self.sampler.steps
 
 
 def usable_cpus() -> int:
@@ -272,12 +318,26 @@ def build_train_loader(
         rect_batch=batch if dataset.rect else 0, batch=batch, window=window, lanes=max(workers, 1),
     )  # fmt: skip
     sampler.mosaic = dataset.mosaic
+    if dataset.images is not None and not set(sampler.images.tolist()) <= dataset.images.keys():
+        raise ValueError(
+            f"the dataset caches the images of rank {dataset.rank} of {dataset.world_size}, "
+            f"the loader reads those of rank {rank} of {world_size}: give both the same rank and seed"
+        )
     kwargs = _loader_kwargs(workers, device)
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **kwargs)
+    loader = DataLoader(dataset, batch_sampler=EpochBatches(sampler), **kwargs)
     return TrainLoader(dataset, sampler, loader)
 
 
-def build_val_loader(dataset: ValDataset, workers: int, device: torch.device | str = "cpu") -> DataLoader:
-    """Reads ``dataset`` in its (aspect-sorted) order, ``dataset.batch_size`` images per batch."""
+def build_val_loader(
+    dataset: ValDataset, workers: int, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """Reads ``dataset`` in its (aspect-sorted) order, ``dataset.batch_size`` images per batch.
+
+    Several processes: rank r reads the batches r, r + world_size, ... (``shard.val_batches``);
+    ``Validator(dist=...)`` puts the ranks' results back in one-process order.
+    """
     kwargs = _loader_kwargs(loader_workers(workers, dataset.batch_size), device)
-    return DataLoader(dataset, batch_size=dataset.batch_size, shuffle=False, drop_last=False, **kwargs)
+    if world_size == 1:
+        return DataLoader(dataset, batch_size=dataset.batch_size, shuffle=False, drop_last=False, **kwargs)
+    batches = val_batches(len(dataset), dataset.batch_size, rank, world_size)
+    return DataLoader(dataset, batch_sampler=batches, **kwargs)
