@@ -178,16 +178,23 @@ def threads_for_now(limit: int | None = None) -> int:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[int]:
-    """Run the block with ``n`` torch intra-op threads, then give the caller's count back."""
-    before = torch.get_num_threads()
-    if n != before:
+def cpu_threads(n: int) -> Iterator[int]:
+    """Run the block with ``n`` torch intra-op threads and ``n`` OpenCV threads, then give the
+    caller's counts back (nothing process-wide stays changed)."""
+    import cv2  # here: the CPU paths alone need it
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    if n != before[0]:
         torch.set_num_threads(n)
+    if n != before[1]:
+        cv2.setNumThreads(n)
     try:
         yield n
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        if torch.get_num_threads() != before[0]:
+            torch.set_num_threads(before[0])
+        if cv2.getNumThreads() != before[1]:
+            cv2.setNumThreads(before[1])
 
 
 def cpu_flags() -> frozenset[str]:

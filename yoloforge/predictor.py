@@ -36,7 +36,7 @@ import torch
 from yoloforge.backends import ExportedModel
 from yoloforge.boxes import non_max_suppression
 from yoloforge.data.letterbox import letterbox, stride_multiple
-from yoloforge.device import native_bf16, select_device, threads_for_now, torch_threads
+from yoloforge.device import cpu_threads, native_bf16, select_device, threads_for_now
 from yoloforge.model.detector import DetectionModel
 from yoloforge.results import Boxes, Results
 from yoloforge.runs import next_run_dir
@@ -186,12 +186,12 @@ class Predictor:
 
     def predict_batch(self, frames: list[Frame]) -> tuple[list[Results], tuple[int, ...]]:
         """Frames -> Results (boxes in original pixels) and the network input shape (B, 3, H, W)."""
-        sync = _synchronizer(self.runner.device)
-        start = time.perf_counter()
-        images, letterboxes = self.preprocess(frames)
-        sync()
-        t_pre = time.perf_counter()
         with self._threads(), torch.inference_mode():
+            sync = _synchronizer(self.runner.device)
+            start = time.perf_counter()
+            images, letterboxes = self.preprocess(frames)
+            sync()
+            t_pre = time.perf_counter()
             preds = self.runner.forward(images)  # (B, 4 + nc, A)
             sync()
             t_inf = time.perf_counter()
@@ -215,11 +215,11 @@ class Predictor:
         return results, tuple(images.shape)
 
     def _threads(self) -> contextlib.AbstractContextManager:
-        """On the CPU, one torch thread per CPU that is free now (see ``device.threads_for_now``),
-        the caller's count given back after; elsewhere torch's threads stay as they are."""
+        """On the CPU, one torch and OpenCV thread per CPU that is free now (see
+        ``device.threads_for_now``), the caller's counts given back after; elsewhere as they are."""
         if self.runner.device.type != "cpu":
             return contextlib.nullcontext()
-        return torch_threads(threads_for_now())
+        return cpu_threads(threads_for_now())
 
     def preprocess(self, frames: list[Frame]) -> tuple[torch.Tensor, list[Letterbox]]:
         """Frames -> (B, 3, H, W) float [0, 1] RGB on the device, and each frame's letterbox."""
