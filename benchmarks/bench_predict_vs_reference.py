@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = ROOT / "tests" / "fixtures" / "reference" / "yolov8n.pt"
 BUSY_LOOP = "while True: pass"
+REPLY = "@reply "  # a worker's answer lines start with it
 
 # ----------------------------------------------------------------------------------------------
 # worker side: runs in our interpreter or in the reference's, imports only what its row needs
@@ -70,6 +71,7 @@ def worker(kind: str, weights: Path, workdir: Path) -> None:
     """Answers 'load IMGSZ' with the load time and 'time IMGSZ' with one predict call's ms."""
     image = _synthetic_image()
     models: dict[int, object] = {}
+    replies, sys.stdout = sys.stdout, sys.stderr  # whatever the libraries print stays out of the replies
     for line in sys.stdin:
         verb, imgsz = line.split()
         size = int(imgsz)
@@ -84,7 +86,7 @@ def worker(kind: str, weights: Path, workdir: Path) -> None:
                 reply = {"ok": True, "ms": (time.perf_counter() - start) * 1e3}
         except Exception as e:  # reported as the row's note, the other rows go on
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
-        print(json.dumps(reply), flush=True)
+        print(REPLY + json.dumps(reply), file=replies, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,7 +115,9 @@ class Row:
         self.proc.stdin.write(f"{verb} {imgsz}\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
-        reply = json.loads(line) if line else {"ok": False, "error": "worker exited"}
+        while line and not line.startswith(REPLY):  # something a library printed
+            line = self.proc.stdout.readline()
+        reply = json.loads(line[len(REPLY) :]) if line else {"ok": False, "error": "worker exited"}
         if not reply["ok"]:
             self.note = reply.get("error", "failed")
         return reply
