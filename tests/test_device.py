@@ -178,3 +178,14 @@ def test_a_busy_process_is_seen(tmp_path):
         busy.kill()
         busy.wait()
     assert seen >= baseline + 1
+
+
+@pytest.mark.parametrize(("others", "threads"), [(0, 2), (1, 1), (3, 1)])
+def test_cpu_training_plan_takes_the_free_cpus(monkeypatch, others, threads):
+    from yoloforge.data import loader
+
+    monkeypatch.setattr(device, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(device, "runnable_elsewhere", lambda: others)
+    plan = loader.plan_cpu("cpu", requested_workers=8, batch=16)
+    assert plan.torch_threads == threads and plan.workers == 2

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from yoloforge.data.dataset import SampleKey, TrainDataset, ValDataset
+from yoloforge.device import threads_for_now, usable_cpus
 from yoloforge.structures import Batch, Sample
 
 PARTNER_WINDOW = 128  # images a mosaic draws its partners from (the reference: 8 batches of 16)
@@ -165,14 +166,6 @@ class EpochSampler(Sampler[SampleKey]):
         return math.ceil(self.size / self.world_size)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (respects affinity masks / container CPU sets)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def loader_workers(requested: int, batch: int) -> int:
     """Worker processes to use: as requested, capped by the usable CPUs and the batch size."""
     return max(0, min(requested, usable_cpus(), batch))
@@ -189,8 +182,10 @@ class CpuPlan:
 def plan_cpu(device: torch.device | str, requested_workers: int, batch: int) -> CpuPlan:
     """Workers and torch threads for training on ``device``.
 
-    On CUDA the step runs on the GPU: torch keeps its default threads. On CPU, the step keeps one
-    thread per usable CPU and the workers share those CPUs at the lowest priority
+    On CUDA the step runs on the GPU: torch keeps its default threads. On CPU, the step takes one
+    thread per usable CPU that no other process wants when training starts
+    (``device.threads_for_now``: a thread team that shares its cores with another busy process
+    waits on its slowest thread at every op), and the workers share the CPUs at a lower priority
     (``worker_nice``). Measured with benchmarks/bench_loader.py (2 shared cores, yolov8n, imgsz 320,
     batch 16, 2 workers, 2 torch threads): step time +3.5% over pre-made batches (-2% to +4% in
     other runs) at nice 19; +8% to +19% with the workers at normal priority.
@@ -198,7 +193,7 @@ def plan_cpu(device: torch.device | str, requested_workers: int, batch: int) -> 
     workers = loader_workers(requested_workers, batch)
     if torch.device(device).type == "cuda":
         return CpuPlan(workers, torch.get_num_threads())
-    return CpuPlan(workers, usable_cpus())
+    return CpuPlan(workers, threads_for_now(usable_cpus()))
 
 
 def worker_nice(device: torch.device | str) -> int:
