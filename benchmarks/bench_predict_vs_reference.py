@@ -68,7 +68,8 @@ def _load_model(kind: str, weights: Path, imgsz: int, workdir: Path):
 
 
 def worker(kind: str, weights: Path, workdir: Path) -> None:
-    """Answers 'load IMGSZ' with the load time and 'time IMGSZ' with one predict call's ms."""
+    """Answers 'load IMGSZ' (load or export the model, predict once) with the number of boxes, and
+    'time IMGSZ' with one predict call's milliseconds."""
     image = _synthetic_image()
     models: dict[int, object] = {}
     replies, sys.stdout = sys.stdout, sys.stderr  # whatever the libraries print stays out of the replies
@@ -155,6 +156,10 @@ def openvino_available() -> str:
     return ""
 
 
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
+
+
 def measure(rows: list[Row], sizes: list[int], runs: int, warmup: int) -> None:
     for size in sizes:
         for row in rows:
@@ -220,6 +225,7 @@ def main() -> None:
             kinds["reference-onnx"] = args.reference
     else:
         skipped["reference"] = "not run: pass --reference /path/to/python-with-ultralytics"
+    start_load = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [Row(kind, python, args.weights, Path(tmp)) for kind, python in kinds.items()]
         try:
@@ -228,13 +234,11 @@ def main() -> None:
         finally:
             for row in rows:
                 row.close()
-    load = (
-        subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-        if os.name == "posix"
-        else ""
-    )
     print(f"median of {args.runs} calls per row, batch 1, CPU, {args.load} busy-loop process(es) beside it")
-    print(f"machine: {os.cpu_count()} CPUs; load average at the end: {load}")
+    print(
+        f"machine: {os.cpu_count()} CPUs; 1-minute load average {start_load} at the start, "
+        f"{load_average()} at the end"
+    )
     report(rows, args.imgsz, skipped)
 
 
