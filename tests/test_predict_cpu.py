@@ -1,5 +1,5 @@
-"""CPU prediction speed-ups change nothing users see: bf16 only where the CPU has it natively, the
-caller's thread counts given back, and the same boxes as the plain float32 model."""
+"""CPU prediction speed-ups change nothing users see: bf16 only when asked (half=True) and where the
+CPU has it natively, the caller's thread counts given back, and the boxes of plain float32."""
 
 from __future__ import annotations
 
@@ -61,19 +61,20 @@ def conv_output_dtypes(runner: Runner) -> list[torch.dtype]:
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_bf16_follows_the_cpu_capability(trained, monkeypatch, native):
+def test_half_on_the_cpu_is_bf16_where_the_cpu_has_it(trained, monkeypatch, native):
     monkeypatch.setattr(predictor, "native_bf16", lambda: native)
-    runner = prepare_runner(trained.model, "cpu", half=False)
-    assert runner.bf16 is native and runner.channels_last
+    runner = prepare_runner(trained.model, "cpu", half=True)
+    assert runner.bf16 is native and runner.channels_last and runner.dtype == torch.float32
     assert conv_output_dtypes(runner) == [torch.bfloat16 if native else torch.float32]
     out = runner.forward(torch.rand(1, 3, 64, 96))
     assert out.dtype == torch.float32  # boxes are decoded in float32 either way
 
 
-def test_bf16_can_be_forced_off_and_never_reaches_other_devices(trained, monkeypatch):
+def test_float32_by_default_even_where_bf16_is_native(trained, monkeypatch):
+    """Exported models run in float32: predict's default must find the same boxes."""
     monkeypatch.setattr(predictor, "native_bf16", lambda: True)
-    assert not prepare_runner(trained.model, "cpu", half=False, bf16=False).bf16
-    assert prepare_runner(trained.model, "cpu", half=False, bf16=True).bf16
+    runner = prepare_runner(trained.model, "cpu", half=False)
+    assert not runner.bf16 and conv_output_dtypes(runner) == [torch.float32]
 
 
 def plain_fp32(model: YOLO) -> Predictor:
@@ -86,7 +87,7 @@ def plain_fp32(model: YOLO) -> Predictor:
 
 def test_optimised_cpu_path_finds_the_boxes_of_plain_fp32(trained, unseen_images, monkeypatch):
     monkeypatch.setattr(predictor, "native_bf16", lambda: True)  # exercise bf16 on any CPU
-    fast = Predictor(trained.model, list(trained.names.values()), settings())
+    fast = Predictor(trained.model, list(trained.names.values()), settings(half=True))
     assert fast.runner.bf16 and fast.runner.channels_last
     plain = plain_fp32(trained)
     total = 0
@@ -99,6 +100,7 @@ def test_optimised_cpu_path_finds_the_boxes_of_plain_fp32(trained, unseen_images
             assert abs(float(a.boxes.conf[i]) - float(b.boxes.conf[j])) < 0.03
         total += len(a.boxes)
     assert total >= len(unseen_images)  # a real model, so the comparison means something
+    assert not b.boxes.data.is_inference()  # users may edit their results in place
 
 
 def test_channels_last_input_holds_the_same_pixels(trained):
