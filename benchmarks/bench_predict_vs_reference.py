@@ -5,6 +5,7 @@
 
 Rows: ours through PyTorch, ONNX (onnxruntime) and OpenVINO (when the ``openvino`` package is
 installed and our exporter takes ``format=openvino``; otherwise the row says why it is missing),
+``--half`` adds ours with ``half=True`` (bfloat16 on CPUs with native bf16),
 and the reference through PyTorch and ONNX when a Python with ultralytics is given (``--reference``
 or $REFERENCE_PYTHON; it is never imported here). Each row is a long-lived process that loads its
 model once, then times one ``predict()`` call per request, one image per call, as users call it
@@ -52,7 +53,7 @@ def _synthetic_image(h: int = 1080, w: int = 810):
 
 def _load_model(kind: str, weights: Path, imgsz: int, workdir: Path):
     """A model object with ``predict``; exports go to a folder of their own per size."""
-    impl, backend = kind.split("-")
+    impl, backend = kind.split("-")[:2]
     if impl == "ours":
         from yoloforge import YOLO
     else:
@@ -68,10 +69,13 @@ def _load_model(kind: str, weights: Path, imgsz: int, workdir: Path):
 
 
 def worker(kind: str, weights: Path, workdir: Path) -> None:
-    """Answers 'load IMGSZ' (load or export the model, predict once) with the number of boxes, and
+    """Rows ending in -half predict with half=True (bf16 on a CPU that has it natively).
+
+    Answers 'load IMGSZ' (load or export the model, predict once) with the number of boxes, and
     'time IMGSZ' with one predict call's milliseconds."""
     image = _synthetic_image()
     models: dict[int, object] = {}
+    options = {"device": "cpu", "verbose": False, **({"half": True} if kind.endswith("-half") else {})}
     replies, sys.stdout = sys.stdout, sys.stderr  # whatever the libraries print stays out of the replies
     for line in sys.stdin:
         verb, imgsz = line.split()
@@ -79,11 +83,11 @@ def worker(kind: str, weights: Path, workdir: Path) -> None:
         try:
             if verb == "load":
                 models[size] = _load_model(kind, weights, size, workdir)
-                out = models[size].predict(image, imgsz=size, device="cpu", verbose=False)
+                out = models[size].predict(image, imgsz=size, **options)
                 reply = {"ok": True, "boxes": len(out[0].boxes)}
             else:
                 start = time.perf_counter()
-                models[size].predict(image, imgsz=size, device="cpu", verbose=False)
+                models[size].predict(image, imgsz=size, **options)
                 reply = {"ok": True, "ms": (time.perf_counter() - start) * 1e3}
         except Exception as e:  # reported as the row's note, the other rows go on
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
@@ -204,6 +208,7 @@ def main() -> None:
     p.add_argument("--reference", default=default_ref, help="a Python with ultralytics installed")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--no-export", action="store_true", help="PyTorch rows only")
+    p.add_argument("--half", action="store_true", help="and ours with half=True (bf16 where native)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -211,6 +216,8 @@ def main() -> None:
         return worker(args.worker, args.weights, args.workdir)
 
     kinds = {"ours-pytorch": sys.executable}
+    if args.half:
+        kinds["ours-pytorch-half"] = sys.executable
     skipped: dict[str, str] = {}
     if not args.no_export:
         kinds["ours-onnx"] = sys.executable
