@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -90,3 +92,100 @@ def test_native_bf16_follows_the_cpu_flags():
     assert native_bf16(frozenset({"amx_tile", "amx_bf16"}))
     assert not native_bf16(frozenset({"avx512f", "avx2"}))  # emulated there: slower than fp32
     assert not native_bf16(frozenset())
+
+
+# ----------------------------------------------------------------------------------------------
+# sharing the CPU
+
+
+def fake_proc(root, running: int, cpus: int, own_states: str):
+    """A /proc with ``procs_running``, ``cpus`` cpuN lines and this process's threads in states
+    ``own_states`` (one letter each, as /proc/self/task/N/stat writes them)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["cpu  1 2 3 4", *(f"cpu{i} 1 2 3 4" for i in range(cpus)), f"procs_running {running}"]
+    (root / "stat").write_text("\n".join(lines) + "\n")
+    for i, state in enumerate(own_states):
+        task = root / "self" / "task" / str(100 + i)
+        task.mkdir(parents=True)
+        (task / "stat").write_text(f"{100 + i} (python (main)) {state} 1 2 3\n")
+    return root
+
+
+def test_runnable_elsewhere_leaves_out_this_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "usable_cpus", lambda: 2)
+    proc = fake_proc(tmp_path, running=4, cpus=2, own_states="RSR")
+    assert device.runnable_elsewhere(proc) == 2  # 4 runnable, 2 of them our own threads
+    assert device.runnable_elsewhere(fake_proc(tmp_path / "idle", 1, 2, "R")) == 0
+
+
+def test_runnable_elsewhere_scales_to_this_process_cpus(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "usable_cpus", lambda: 2)
+    assert device.runnable_elsewhere(fake_proc(tmp_path, running=9, cpus=8, own_states="R")) == 2
+
+
+def test_runnable_elsewhere_without_proc_is_zero(tmp_path):
+    assert device.runnable_elsewhere(tmp_path / "missing") == 0
+
+
+@pytest.mark.parametrize(
+    ("others", "limit", "expected"),
+    [(0, 2, 2), (1, 2, 1), (5, 2, 1), (0, 1, 1), (1, 8, 3), (0, 8, 4)],
+)
+def test_threads_for_now_takes_the_cpus_nothing_else_wants(monkeypatch, others, limit, expected):
+    monkeypatch.setattr(device, "usable_cpus", lambda: 4 if limit == 8 else 2)
+    monkeypatch.setattr(device, "runnable_elsewhere", lambda: others)
+    assert device.threads_for_now(limit) == expected
+
+
+def test_threads_for_now_is_capped_by_the_callers_setting(monkeypatch):
+    monkeypatch.setattr(device, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(device, "runnable_elsewhere", lambda: 0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert device.threads_for_now() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_threads_gives_the_counts_back_even_on_error():
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    with device.cpu_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+    with pytest.raises(KeyError), device.cpu_threads(1):
+        raise KeyError("x")
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+
+
+def test_a_busy_process_is_seen(tmp_path):
+    """On Linux, a busy-loop process beside this one shows up at once (an instant count, not the
+    load average of the last minute)."""
+    import subprocess
+    import sys
+    import time
+
+    if not Path("/proc/stat").exists():
+        pytest.skip("needs Linux /proc")
+    baseline = min(device.runnable_elsewhere() for _ in range(20))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        seen = max(device.runnable_elsewhere() for _ in range(20))
+    finally:
+        busy.kill()
+        busy.wait()
+    assert seen >= baseline + 1
+
+
+@pytest.mark.parametrize(("others", "threads"), [(0, 2), (1, 1), (3, 1)])
+def test_cpu_training_plan_takes_the_free_cpus(monkeypatch, others, threads):
+    from yoloforge.data import loader
+
+    monkeypatch.setattr(device, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(device, "runnable_elsewhere", lambda: others)
+    plan = loader.plan_cpu("cpu", requested_workers=8, batch=16)
+    assert plan.torch_threads == threads and plan.workers == 2

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -112,12 +115,89 @@ def describe(device: torch.device) -> str:
 
 def use_all_cores() -> int:
     """Give torch every core of this process (never one thread by accident); returns the count."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        n = os.cpu_count() or 1
+    n = usable_cpus()
     torch.set_num_threads(n)
     return n
+
+
+# ----------------------------------------------------------------------------------------------
+# sharing the CPU: how many threads a piece of work should use now
+#
+# A torch (OpenMP) thread team is as fast as its slowest thread: when another process takes one
+# of the cores, every parallel op waits for the thread that lost its core, while the others spin.
+# Measured on 2 shared cores, yolov8n predict at 320 with one busy-loop process beside it: 2
+# threads 120-320 ms per image, 1 thread 33 ms; a training epoch 227 s with 2 threads, 72 s with 1
+# (see loader.worker_nice). So work takes one thread per CPU that nothing else wants at that moment,
+# never fewer than one. OMP_WAIT_POLICY=PASSIVE (threads sleep instead of spinning) softens the
+# collapse (2 threads: 40 ms) but must be set before torch is imported, would change the process of
+# a library user, and makes every parallel op pay a wake-up; it is not set.
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks / container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def runnable_elsewhere(proc: Path = Path("/proc")) -> int:
+    """Tasks of other processes that are running or ready to run right now, on this process's CPUs.
+
+    Linux counts runnable tasks machine-wide (``procs_running`` in /proc/stat); this process's own
+    running threads are taken off, and where this process may use only some of the machine's CPUs,
+    the rest is scaled to that share. 0 where /proc cannot tell (macOS, Windows).
+    """
+    try:
+        stat = (proc / "stat").read_text()
+        running = int(next(line.split()[1] for line in stat.splitlines() if line.startswith("procs_running")))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0
+    others = max(running - _own_running_threads(proc / "self" / "task"), 0)
+    machine = max(sum(1 for line in stat.splitlines() if line[:3] == "cpu" and line[3:4].isdigit()), 1)
+    return round(others * min(usable_cpus() / machine, 1.0))
+
+
+def _own_running_threads(tasks: Path) -> int:
+    """This process's threads in state R (running or runnable); at least 1, the one asking."""
+    count = 0
+    try:
+        for task in tasks.iterdir():
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text()
+                count += stat[stat.rindex(")") + 2 : stat.rindex(")") + 3] == "R"
+    except OSError:
+        return 1
+    return max(count, 1)
+
+
+def threads_for_now(limit: int | None = None) -> int:
+    """Intra-op threads for the next piece of work: one per usable CPU that no other process wants
+    right now, at least 1, at most ``limit`` (default: torch's current setting, so a user's
+    ``torch.set_num_threads`` or OMP_NUM_THREADS stays an upper bound)."""
+    limit = torch.get_num_threads() if limit is None else limit
+    idle = usable_cpus() - runnable_elsewhere()
+    return max(1, min(limit, idle))
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[int]:
+    """Run the block with ``n`` torch intra-op threads and ``n`` OpenCV threads, then give the
+    caller's counts back (nothing process-wide stays changed)."""
+    import cv2  # here: the CPU paths alone need it
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    if n != before[0]:
+        torch.set_num_threads(n)
+    if n != before[1]:
+        cv2.setNumThreads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before[0]:
+            torch.set_num_threads(before[0])
+        if cv2.getNumThreads() != before[1]:
+            cv2.setNumThreads(before[1])
 
 
 def cpu_flags() -> frozenset[str]:
