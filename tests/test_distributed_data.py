@@ -8,6 +8,8 @@ many steps on both ranks), the order is new the next epoch, even with persistent
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 from collections import Counter
 from pathlib import Path
 
@@ -47,6 +49,14 @@ def _epoch(loader, epoch: int) -> list[list[str]]:
 
 
 def test_each_image_once_per_epoch_across_ranks_and_a_new_order_each_epoch(records):
+    # In a spawned process of its own: forking loader workers from the pytest process, then loading
+    # OpenVINO (the export tests), made every later fork of this process crash in glibc.
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        pool.submit(_each_image_once, records).result()
+
+
+def _each_image_once(records) -> None:
     loaders = _loaders(records, workers=1)  # one persistent worker per rank
     assert all(lo.loader.persistent_workers for lo in loaders)
     paths = [str(r.path) for r in records[:15]]
@@ -63,6 +73,8 @@ def test_each_image_once_per_epoch_across_ranks_and_a_new_order_each_epoch(recor
     assert orders[0] != orders[1] != orders[2]  # a new order every epoch
     mine = [{p for batch in orders[0][r] for p in batch} for r in (0, 1)]  # a fixed share per rank
     assert all({p for batch in orders[e][r] for p in batch} == mine[r] for e in (1, 2) for r in (0, 1))
+    for lo in loaders:
+        lo.close()
 
 
 def test_cache_ram_keeps_about_one_half_per_rank(records):

@@ -164,6 +164,8 @@ class Trainer:
 
     def _release_loaders(self) -> None:
         """Drop the loaders: their persistent worker processes shut down with them."""
+        if getattr(self, "train_loader", None) is not None:
+            self.train_loader.close()
         self.train_loader = self.val_loader = None
         self.validator = None
         gc.collect()  # the workers' iterator may sit in a reference cycle; end them now

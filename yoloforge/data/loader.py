@@ -289,6 +289,15 @@ class TrainLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def close(self) -> None:
+        """End the persistent worker processes now rather than at some later garbage collection
+        (a process that forks while they linger can crash: seen with OpenVINO loaded in between)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch keeps the method private
+        if shutdown is not None:
+            shutdown()
+        self.loader._iterator = None
+
 
 def _loader_kwargs(workers: int, device: torch.device | str) -> dict:
     kwargs: dict = dict(
