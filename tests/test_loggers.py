@@ -123,3 +123,14 @@ def test_tune_passes_loggers_to_every_trial(tmp_path, monkeypatch):
     args = dict(data="d.yaml", iterations=2, loggers="tensorboard,mlflow", project=str(tmp_path))
     run_tune("yolov8n.yaml", args, log=lambda line: None)
     assert [t["loggers"] for t in trials] == ["tensorboard,mlflow"] * 2
+
+
+def test_cli_names_a_bad_logger_in_one_line(capsys):
+    from yoloforge import cli
+
+    assert cli.main(["train", "data=shapes", "loggers=tensorboard,wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "yoloforge: loggers=tensorboard,wandb is not valid: 'wandb' is not a logger; "
+        "choose from tensorboard, mlflow"
+    )
