@@ -143,7 +143,11 @@ def save_batch_grid(
         cv2.rectangle(canvas, (c * tw, r * th), ((c + 1) * tw - 1, (r + 1) * th - 1), (255, 255, 255), 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    # imencode + tofile, not cv2.imwrite: OpenCV cannot open non-ASCII paths on Windows
+    ok, data = cv2.imencode(path.suffix or ".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError(f"{path}: cannot encode the mosaic; use a .jpg or .png name")
+    data.tofile(str(path))
     return path
 
 

@@ -76,6 +76,7 @@ _TRAIN_BATCH = Bounds(
     valid="use a positive number of images per batch, -1 (the largest that fits 60% of the GPU memory) "
     "or a fraction of the GPU memory in (0, 1)",
 )
+LOGGERS = ("tensorboard", "mlflow")  # loggers=: yoloforge/loggers/ has one module each
 
 
 def _s(default: Any, help: str, choices: tuple | None = None, bounds: Bounds | None = None) -> Any:
@@ -150,6 +151,9 @@ class TrainSettings:
     val: bool = _s(True, "validate after every epoch")
     plots: bool = _s(True, "save plots")
     report: bool = _s(True, "write report.html/.md/.json at the end and print what the run shows")
+    loggers: tuple[str, ...] = _s(
+        (), f"experiment trackers besides the run folder, comma-separated: {', '.join(LOGGERS)}"
+    )
     save_period: int = _s(
         -1,
         "also save weights every N epochs (-1: off)",
@@ -302,6 +306,8 @@ def _type_of(owner: type, name: str) -> Any:
 def coerce(key: str, value: Any, owner: type) -> Any:
     """Turn a CLI string or a Python value into the setting's type and check its range;
     SettingsError names the key, the value and what is valid."""
+    if key == "loggers":
+        return parse_loggers(value)
     typ = _type_of(owner, key)
     f = {x.name: x for x in fields(owner)}[key]
     choices = f.metadata.get("choices")
@@ -382,6 +388,24 @@ def _invalid(key: str, value: Any, typ: Any, f: dataclasses.Field) -> str:
     advice = bounds.valid or f"use {'an integer' if typ is int else 'a number'} {bounds.describe()}"
     example = "" if f.default in bounds.also else f", e.g. {f.default}"
     return f"{key}={_shown(value)} is not valid: {advice}{example}"
+
+
+def parse_loggers(value: Any) -> tuple[str, ...]:
+    """loggers=tensorboard,mlflow (or a list) as a tuple of known names, each once; '', none: ()."""
+    if value is None:
+        return ()
+    items = value.strip("[]() ").split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise SettingsError(f"loggers={_shown(value)} is not valid: e.g. loggers=tensorboard,mlflow")
+    names = [str(v).strip().strip("'\"").lower() for v in items]
+    names = [n for n in names if n not in ("", "none")]
+    bad = [n for n in names if n not in LOGGERS]
+    if bad:
+        raise SettingsError(
+            f"loggers={','.join(map(str, items))} is not valid: '{bad[0]}' is not a logger; "
+            f"choose from {', '.join(LOGGERS)}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _parse_int_tuple(value: Any) -> tuple[int, ...] | None:

@@ -1,7 +1,7 @@
 """The trainer: set-up, then epochs of (train, validate, save), then a final validation.
 
 Reading order: ``fit`` is the whole story; each step it calls is a short method below it.
-Side effects other than the run folder (loggers, reports) hang on callbacks.
+results.csv, results.png, loggers and reports are callbacks (yoloforge.callbacks), called on rank 0.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from yoloforge import results_csv
-from yoloforge.callbacks import Callback, fire
+from yoloforge.callbacks import Callback, Callbacks, Step, standard_callbacks
 from yoloforge.checkpoint import Checkpoint, save_checkpoint, state_to
 from yoloforge.data.config import DataConfig, DatasetError, load_data_config
 from yoloforge.data.dataset import TrainDataset, ValDataset
@@ -106,7 +106,7 @@ class Trainer:
     ):
         self.settings = settings
         self.start = start
-        self.callbacks = list(callbacks or [])
+        self.callbacks = Callbacks([*standard_callbacks(settings), *(callbacks or [])])  # rank 0 calls them
         self.callbacks += [ReportCallback()] if settings.report else []  # report.html etc. at the end
         self.dist = Distributed()  # under torchrun: this process's rank, set by fit()
         self.state = TrainState()
@@ -143,9 +143,9 @@ class Trainer:
                     metrics, val_losses = self._validate_epoch(final_epoch)
                     self._check_finite(epoch, val_losses if metrics is not None else None)
                     row = self._record(epoch, time.time() - t0, train_losses, metrics, val_losses, lrs)
+                    self.callbacks.epoch_row(self, row)  # results.csv: before the checkpoints
                     stop = self.dist.any(self._after_epoch(epoch, metrics))  # rank 0 decides
-                    if self.is_main:
-                        fire(self.callbacks, "on_epoch_end", self, row)
+                    self.callbacks.epoch_end(self, row)
                     if stop:
                         break
             except KeyboardInterrupt:
@@ -155,8 +155,7 @@ class Trainer:
             log.info("\n%d epochs completed in %.3f hours.", self.state.epoch - self._first_epoch, hours)
             self._report_weights()
             self.final_metrics = self._final_validation()
-            if self.is_main:
-                fire(self.callbacks, "on_train_end", self)
+            self.callbacks.fit_end(self, self.final_metrics)
             return self.final_metrics
 
     # ------------------------------------------------------------------------------------------
@@ -197,7 +196,7 @@ class Trainer:
         held.callback(self.run.release)
         try:
             self._build_parts()
-            fire(self.callbacks, "on_train_start", self)
+            self.callbacks.train_start(self)
         except BaseException:
             self.run.release()
             self.run.discard()
@@ -435,6 +434,7 @@ class Trainer:
                 self.ema.update(model)
                 self.last_opt_step = step
             mean_loss = (mean_loss * i + parts) / (i + 1)
+            self.callbacks.step_end(self, Step(epoch, i, nb, parts))
             if self.is_main:  # this rank's losses; results.csv gets the mean over ranks
                 bar.set_description(
                     ("%11s" * 2 + "%11.4g" * 5)
@@ -529,8 +529,6 @@ class Trainer:
         box = metrics.box if metrics is not None else None
         row = results_csv.epoch_row(epoch + 1, elapsed, train_losses.tolist(), box, val_losses.tolist(), lrs)
         self.state.rows = [r for r in self.state.rows if r["epoch"] < epoch + 1] + [row]
-        if self.is_main:
-            results_csv.write_rows(self.save_dir / "results.csv", self.state.rows)
         return row
 
     def _after_epoch(self, epoch: int, metrics) -> bool:
@@ -632,10 +630,6 @@ class Trainer:
         result = self._validator(plots=s.plots, verbose=True).run(model, self.val_loader, self.device)
         if not self.is_main:
             return None
-        if s.plots:
-            from yoloforge.plots import plot_results
-
-            plot_results(self.save_dir / "results.csv")
         log.info("Results saved to %s", self.save_dir)
         return result.metrics
 
