@@ -124,21 +124,23 @@ def test_a_callback_overrides_only_what_it_needs():
 def test_standard_callbacks_follow_the_settings_and_come_before_the_users():
     from yoloforge.loggers.mlflow import MLflowLogger
     from yoloforge.loggers.tensorboard import TensorBoardLogger
+    from yoloforge.report.callback import ReportCallback
     from yoloforge.trainer import StartingPoint, Trainer
 
-    kinds = [type(cb) for cb in standard_callbacks(build(TrainSettings, {"plots": False}))]
+    kinds = [type(cb) for cb in standard_callbacks(build(TrainSettings, {"plots": False, "report": False}))]
     assert kinds == [ResultsCsv]
     settings = build(TrainSettings, {"loggers": "mlflow,tensorboard"})
     assert [type(cb) for cb in standard_callbacks(settings)] == [
-        ResultsCsv, ResultPlots, MLflowLogger, TensorBoardLogger,
+        ResultsCsv, ResultPlots, MLflowLogger, TensorBoardLogger, ReportCallback,
     ]  # fmt: skip
     mine = Named("mine")
     trainer = Trainer(settings, StartingPoint("yolov8", "n", "yolov8n.yaml"), callbacks=[mine])
     assert isinstance(trainer.callbacks, Callbacks)
-    assert [type(cb) for cb in trainer.callbacks][:4] == [
+    assert [type(cb) for cb in trainer.callbacks][:5] == [
         ResultsCsv,
         ResultPlots,
         MLflowLogger,
         TensorBoardLogger,
+        ReportCallback,
     ]
     assert trainer.callbacks[-1] is mine

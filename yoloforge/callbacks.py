@@ -118,11 +118,14 @@ class ResultPlots(Callback):
 
 
 def standard_callbacks(settings: TrainSettings) -> list[Callback]:
-    """What every run with these settings writes: results.csv, results.png (``plots``) and the
-    ``loggers`` it names (each checks here that its package is installed)."""
+    """What every run with these settings writes: results.csv, results.png (``plots``), the
+    ``loggers`` it names (each checks here that its package is installed) and the run report
+    (``report``, last: it reads what the others wrote)."""
     from yoloforge.loggers import build_loggers
+    from yoloforge.report.callback import ReportCallback
 
     out: list[Callback] = [ResultsCsv()]
     if settings.plots:
         out.append(ResultPlots())
-    return out + build_loggers(settings.loggers)
+    out += build_loggers(settings.loggers)
+    return out + [ReportCallback()] if settings.report else out

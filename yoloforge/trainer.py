@@ -40,7 +40,6 @@ from yoloforge.model.weights import transfer_state
 from yoloforge.model.zoo import build_model
 from yoloforge.optim import ModelEMA, Schedule, auto_iterations, build_optimizer, optimizer_step
 from yoloforge.precision import training_precision
-from yoloforge.report.callback import ReportCallback
 from yoloforge.run_reader import read_run
 from yoloforge.runs import RunFolder
 from yoloforge.settings import TrainSettings, to_flat_dict
@@ -107,7 +106,6 @@ class Trainer:
         self.settings = settings
         self.start = start
         self.callbacks = Callbacks([*standard_callbacks(settings), *(callbacks or [])])  # rank 0 calls them
-        self.callbacks += [ReportCallback()] if settings.report else []  # report.html etc. at the end
         self.dist = Distributed()  # under torchrun: this process's rank, set by fit()
         self.state = TrainState()
         self.save_dir: Path
