@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from yoloforge.data.demo import ensure_shapes
-from yoloforge.data.loader import usable_cpus
+from yoloforge.device import usable_cpus
 from yoloforge.distributed import launch_command
 from yoloforge.results_csv import read_rows
 
