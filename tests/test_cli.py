@@ -388,10 +388,15 @@ def readme_commands() -> list[list[str]]:
 
 def lighter(args: list[str]) -> list[str]:
     """Only the heavy values change: epochs 1, imgsz 64, batch 4, 2 tune trials; workers=0 where the
-    mode has it."""
+    mode has it. A train or tune line that leaves a heavy key out gets it too (its default is 100
+    epochs at 640)."""
     if args[0] not in (*SETTINGS, "tune") or "--help" in args:
         return args
     out = [f"{k}={LIGHTER[k]}" if (k := a.split("=", 1)[0]) in LIGHTER and "=" in a else a for a in args]
+    if args[0] in ("train", "tune") and not any(a.startswith("resume=") for a in args):
+        given = {a.split("=", 1)[0] for a in args if "=" in a}
+        heavy = ("epochs", "imgsz", "batch") + (("iterations",) if args[0] == "tune" else ())
+        out += [f"{k}={LIGHTER[k]}" for k in heavy if k not in given]
     has_workers = args[0] == "tune" or "workers" in flat_fields(SETTINGS[args[0]])  # tune: in each trial
     if has_workers and not any(a.startswith("workers=") for a in out):
         out.append("workers=0")

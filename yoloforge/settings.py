@@ -213,7 +213,7 @@ class PredictSettings:
     classes: tuple[int, ...] | None = _s(None, "keep only these class ids, e.g. classes=0,2")
     agnostic_nms: bool = _s(False, "class-agnostic NMS")
     device: str = _s("", "cpu, 0 or mps; empty = first GPU if there is one, else cpu")
-    half: bool = _s(False, "half precision (CUDA only)")
+    half: bool = _s(False, "float16 on CUDA; bfloat16 on CPUs with native bf16 (boxes move ~1 px)")
     batch: int = _s(1, "images per batch", bounds=_BATCH)
     stream: bool = _s(False, "yield results one by one (Python API)")
     vid_stride: int = _s(1, "use every Nth video frame", bounds=_AT_LEAST_1)
