@@ -1,12 +1,13 @@
 """The bare training step of a detector (forward, backward, optimizer step) in each precision plan.
 
     python benchmarks/bench_train_step.py [--model yolov8n] [--imgsz 192] [--batch 16] [--threads 1]
-        [--repeats 8] [--cpu-time]
+        [--repeats 8] [--cpu-time] [--emulated-bf16]
 
 Prints images/s for float32, bfloat16 autocast, channels_last, and both (what amp=True picks on a
 CPU with native bf16, yoloforge/precision.py). ``--cpu-time`` times with the process's CPU clock
 instead of the wall clock: with one thread on a machine that others share, it still compares the
-plans fairly (it counts only this process's own work).
+plans fairly (it counts only this process's own work). On a CPU without native bf16 the bfloat16
+plans are skipped (torch emulates them, about 10x slower) unless ``--emulated-bf16`` asks for them.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--cpu-time", action="store_true")
+    parser.add_argument("--emulated-bf16", action="store_true", help="time bfloat16 without native support")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -69,6 +71,9 @@ def main() -> None:
     )
     base = None
     for name, plan in PLANS.items():
+        if plan.dtype is not None and not (native_bf16() or args.emulated_bf16):
+            print(f"  {name:26s} skipped: no native bf16 here (--emulated-bf16 times it anyway)")
+            continue
         ips = images_per_s(plan, args)
         base = base or ips
         print(f"  {name:26s} {ips:7.1f} images/s  {ips / base:5.2f}x")
