@@ -95,6 +95,6 @@ def _ready(model, device: torch.device):
         return model
     from yoloforge.predictor import inference_copy
 
-    model = inference_copy(model, device, half=False)
+    model = inference_copy(model, device, half=False, channels_last=device.type == "cpu")
     log.info(model.summary())
     return model

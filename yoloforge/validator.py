@@ -98,6 +98,16 @@ def _input_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.float16 if first is not None and first.dtype == torch.float16 else torch.float32
 
 
+def _memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's convolutions are (CPU training and CPU validation make them
+    so): the batch then goes in that layout too, not converted at the first convolution."""
+    modules = model.modules() if isinstance(model, torch.nn.Module) else iter(())
+    conv = next((m for m in modules if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is not None and conv.weight.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _to_original(letterbox: Letterbox | None, boxes_xyxy: torch.Tensor) -> torch.Tensor:
     return boxes_xyxy if letterbox is None else letterbox.to_original(boxes_xyxy)
 
@@ -220,6 +230,7 @@ class Validator:
         with timer("preprocess"):
             on_device = batch.to(device, non_blocking=True)
             images = on_device.images.to(_input_dtype(model)) / 255  # (B, 3, H, W) in [0, 1]
+            images = images.contiguous(memory_format=_memory_format(model))
         amp = torch.autocast(device.type, dtype=torch.float16, enabled=self.half and device.type == "cuda")
         with timer("inference"), amp:
             feats, preds = self._infer(model, images)
