@@ -165,16 +165,25 @@ def load_average() -> str:
 
 
 def measure(rows: list[Row], sizes: list[int], runs: int, warmup: int) -> None:
+    """Rows take turns call by call within their group: the PyTorch rows, then the exported ones.
+    onnxruntime and OpenVINO keep their thread pools spinning for a while after each call, so a
+    PyTorch row timed right after one would find the CPUs busy (ours then predicts on one thread,
+    as it does beside any busy process) and measure the other runtime's spin, not itself."""
+    groups = [
+        [r for r in rows if r.kind.split("-")[1] == "pytorch"],
+        [r for r in rows if r.kind.split("-")[1] != "pytorch"],
+    ]
     for size in sizes:
         for row in rows:
             reply = row.ask("load", size)
             if reply.get("ok"):
                 row.boxes[size] = reply["boxes"]
-        for i in range(warmup + runs):
-            for row in rows:  # take turns call by call
-                reply = row.ask("time", size)
-                if reply.get("ok") and i >= warmup:
-                    row.times.setdefault(size, []).append(reply["ms"])
+        for group in groups:
+            for i in range(warmup + runs):
+                for row in group:
+                    reply = row.ask("time", size)
+                    if reply.get("ok") and i >= warmup:
+                        row.times.setdefault(size, []).append(reply["ms"])
 
 
 def report(rows: list[Row], sizes: list[int], skipped: dict[str, str]) -> None:
