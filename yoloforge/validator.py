@@ -161,6 +161,7 @@ class Validator:
         confusion = ConfusionMatrix(self.nc) if self.plots else None
         evaluator = DetectionEvaluator(self.nc, self.max_det, confusion)
         timer = StageTimer(device)
+        layout = _memory_format(model)  # the batches' layout: the model's, looked up once
         loss_sum, n_batches, seen, json_rows = torch.zeros(3, device=device), 0, 0, []
         starts: list[tuple[int, int]] = []  # (results, json rows) before each batch: for merging ranks
         main = self.dist.is_main
@@ -176,7 +177,7 @@ class Validator:
                 if batch is None:  # every image of it failed to decode (the dataset warned)
                     continue
                 with torch.no_grad():
-                    dets, dets_original, losses = self._step(model, batch, device, timer)
+                    dets, dets_original, losses = self._step(model, batch, device, timer, layout)
                 for j, det in enumerate(dets_original):
                     self._update(evaluator, batch, j, det, json_rows)
                 if self.plots and main and i < PLOT_BATCHES:
@@ -224,13 +225,18 @@ class Validator:
     # one batch
 
     def _step(
-        self, model: torch.nn.Module, batch: Batch, device: torch.device, timer: StageTimer
+        self,
+        model: torch.nn.Module,
+        batch: Batch,
+        device: torch.device,
+        timer: StageTimer,
+        layout: torch.memory_format,
     ) -> tuple[list[Detections], list[Detections], torch.Tensor | None]:
         """Detections in input and in original pixels, and the (3,) loss parts (None without criterion)."""
         with timer("preprocess"):
             on_device = batch.to(device, non_blocking=True)
             images = on_device.images.to(_input_dtype(model)) / 255  # (B, 3, H, W) in [0, 1]
-            images = images.contiguous(memory_format=_memory_format(model))
+            images = images.contiguous(memory_format=layout)
         amp = torch.autocast(device.type, dtype=torch.float16, enabled=self.half and device.type == "cuda")
         with timer("inference"), amp:
             feats, preds = self._infer(model, images)
