@@ -174,29 +174,32 @@ def _train(positional: list[str], pairs: dict[str, str]) -> int:
     return 0
 
 
+def _checked_model(mode: str, settings: type, positional: list[str], pairs: dict[str, str]) -> str:
+    """The model= path of a mode that needs one, taken out of ``pairs`` once the whole line is
+    known to be valid (no positional words, every key and value accepted by ``settings``)."""
+    _no_positional(mode, positional)
+    build(settings, pairs)
+    if not pairs.get("model"):
+        raise UsageError(f"{mode}: model= is required, e.g. model=runs/detect/train/weights/best.pt")
+    return pairs.pop("model")
+
+
 def _val(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.api import YOLO
 
-    _no_positional("val", positional)
-    build(ValSettings, pairs)
-    if not pairs.get("model"):
-        raise UsageError("val: model= is required, e.g. model=runs/detect/train/weights/best.pt")
-    YOLO(pairs.pop("model")).val(**pairs)
+    YOLO(_checked_model("val", ValSettings, positional, pairs)).val(**pairs)
     return 0
 
 
 def _predict(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.api import YOLO
 
-    _no_positional("predict", positional)
     if "save" not in pairs and "save" not in defaults_for(PredictSettings):
         pairs["save"] = "True"  # the CLI's point is the saved pictures, unless the user stored save=False
-    build(PredictSettings, pairs)
-    if not pairs.get("model"):
-        raise UsageError("predict: model= is required, e.g. model=runs/detect/train/weights/best.pt")
+    weights = _checked_model("predict", PredictSettings, positional, pairs)
     if not pairs.get("source"):
         raise UsageError("predict: source= is required (an image, folder, video, or 0 for the webcam)")
-    model = YOLO(pairs.pop("model"))
+    model = YOLO(weights)
     for _ in model.predict(pairs.pop("source"), stream=True, **pairs):
         pass
     return 0
@@ -205,11 +208,7 @@ def _predict(positional: list[str], pairs: dict[str, str]) -> int:
 def _export(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.api import YOLO
 
-    _no_positional("export", positional)
-    build(ExportSettings, pairs)
-    if not pairs.get("model"):
-        raise UsageError("export: model= is required, e.g. model=runs/detect/train/weights/best.pt")
-    path = YOLO(pairs.pop("model")).export(**pairs)
+    path = YOLO(_checked_model("export", ExportSettings, positional, pairs)).export(**pairs)
     log.info("Exported %s", path)
     return 0
 
@@ -217,11 +216,7 @@ def _export(positional: list[str], pairs: dict[str, str]) -> int:
 def _benchmark(positional: list[str], pairs: dict[str, str]) -> int:
     from yoloforge.api import YOLO
 
-    _no_positional("benchmark", positional)
-    build(BenchmarkSettings, pairs)
-    if not pairs.get("model"):
-        raise UsageError("benchmark: model= is required, e.g. model=runs/detect/train/weights/best.pt")
-    YOLO(pairs.pop("model")).benchmark(**pairs)
+    YOLO(_checked_model("benchmark", BenchmarkSettings, positional, pairs)).benchmark(**pairs)
     return 0
 
 
