@@ -107,13 +107,14 @@ def double_labels_finding(images: Sequence[LabelledImage], names: list[str]) -> 
             other = [round(float(v), 1) for v in image.boxes_xyxy[b]]
             items.append(box_item(image, int(a), names, other_box_xyxy=other, iou=round(float(iou[a, b]), 3)))
     items.sort(key=lambda item: -item["iou"])
-    target = f"0 pairs with IoU >= {DOUBLE_IOU}"
-    if not items:
-        return Finding("double_labels", OK, 0, target, "no object is labelled twice")
-    message = (
-        f"{len(items)} objects labelled twice (same class, IoU >= {DOUBLE_IOU}): delete one box of each pair"
+    return _counted(
+        "double_labels",
+        items,
+        target=f"0 pairs with IoU >= {DOUBLE_IOU}",
+        none="no object is labelled twice",
+        some=f"{len(items)} objects labelled twice (same class, IoU >= {DOUBLE_IOU}): "
+        "delete one box of each pair",
     )
-    return Finding("double_labels", WARN, len(items), target, message, items[:MAX_ITEMS])
 
 
 def degenerate_boxes_finding(images: Sequence[LabelledImage], names: list[str]) -> Finding:
@@ -128,10 +129,18 @@ def degenerate_boxes_finding(images: Sequence[LabelledImage], names: list[str]) 
             for k in np.flatnonzero(bad)
         ]
     items.sort(key=lambda item: min(item["wh"]))
-    target = f"0 boxes thinner than {DEGENERATE_PX:g} px or longer than {DEGENERATE_ASPECT:g}:1"
-    if not items:
-        return Finding("degenerate_boxes", OK, 0, target, "no degenerate boxes")
-    message = (
-        f"{len(items)} boxes are slivers or a pixel wide: fix or delete them (usually a slip of the mouse)"
+    return _counted(
+        "degenerate_boxes",
+        items,
+        target=f"0 boxes thinner than {DEGENERATE_PX:g} px or longer than {DEGENERATE_ASPECT:g}:1",
+        none="no degenerate boxes",
+        some=f"{len(items)} boxes are slivers or a pixel wide: "
+        "fix or delete them (usually a slip of the mouse)",
     )
-    return Finding("degenerate_boxes", WARN, len(items), target, message, items[:MAX_ITEMS])
+
+
+def _counted(check: str, items: list[dict], target: str, none: str, some: str) -> Finding:
+    """A check whose target is zero items: OK without any, else a warning listing the worst first."""
+    if not items:
+        return Finding(check, OK, 0, target, none)
+    return Finding(check, WARN, len(items), target, some, items[:MAX_ITEMS])
