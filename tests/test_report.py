@@ -196,7 +196,8 @@ def test_label_statistics_measure_sizes_at_the_network_input():
 def test_files_and_json_schema(tmp_path):
     m = noisy(0.6 * (1 - np.exp(-EPOCHS / 15)), 0.003)
     loss = 3 * np.exp(-EPOCHS / 15) + 1
-    run = planted_run(tmp_path / "run", EPOCHS, loss, loss, m)
+    args = {"nbs": 16, "mosaic": 1.0, "close_mosaic": 5, "project": "elsewhere"}  # 2 changed
+    run = planted_run(tmp_path / "run", EPOCHS, loss, loss, m, args=args)
     write_confusion(run / "confusion_matrix.json", confused_matrix(), ["cat", "dog", "bird"], 0.25, 0.45)
     report, files = report_run(run, validate=False)
     data = json.loads(files.json.read_text())
@@ -208,6 +209,9 @@ def test_files_and_json_schema(tmp_path):
     md, html = files.markdown.read_text(), files.html.read_text()
     assert "still_improving" in md and "'cat' is taken for 'dog'" in md
     assert "&#39;cat&#39; is taken for &#39;dog&#39;" in html  # escaped by jinja2
+    settings = "Settings: batch=16, epochs=30, imgsz=640, lr0=0.01, nbs=16, close_mosaic=5\n"
+    assert md.endswith(settings)  # the main ones, then those off their defaults; not the folders
+    assert "<tr><td>nbs</td><td>16</td></tr>" in html and "mosaic</td><td>1.0" not in html
 
 
 def test_no_threshold_is_suggested_when_nothing_was_found():

@@ -72,7 +72,7 @@ img { max-width: 100%; border: 1px solid #ddd; }
 
 def render_html(report: Report) -> str:
     from yoloforge.report.build import class_table
-    from yoloforge.report.markdown import SHOWN_SETTINGS, summary_sentence
+    from yoloforge.report.markdown import shown_settings, summary_sentence
 
     page = Environment(autoescape=True, keep_trailing_newline=True).from_string(TEMPLATE)
     return page.render(
@@ -82,5 +82,5 @@ def render_html(report: Report) -> str:
         classes=class_table(report),
         notes=report.notes,
         pictures=report.pictures,
-        settings={k: v for k, v in report.run.args.items() if k in SHOWN_SETTINGS},
+        settings=shown_settings(report.run.args),
     )

@@ -25,13 +25,25 @@ def render_markdown(report: Report) -> str:
         lines += ["", "## Notes", "", *[f"- {n}" for n in report.notes]]
     if report.pictures:
         lines += ["", f"Pictures in the run folder (attach them): {', '.join(report.pictures)}."]
-    settings = {k: v for k, v in report.run.args.items() if k in SHOWN_SETTINGS}
+    settings = shown_settings(report.run.args)
     if settings:
         lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
     return "\n".join(lines) + "\n"
 
 
 SHOWN_SETTINGS = ("model", "data", "epochs", "batch", "imgsz", "optimizer", "lr0", "seed", "pretrained")
+
+
+def shown_settings(args: dict[str, Any]) -> dict[str, Any]:
+    """The run's main settings, then every hyperparameter (optimisation, augmentation, loss gains)
+    that is not at its default: what a reader needs to repeat or compare the run."""
+    from yoloforge.settings import AugmentSettings, LossSettings, OptimSettings, to_flat_dict
+
+    defaults: dict[str, Any] = {}
+    for group in (OptimSettings(), AugmentSettings(), LossSettings()):
+        defaults.update(to_flat_dict(group))
+    main = {k: v for k, v in args.items() if k in SHOWN_SETTINGS}
+    return main | {k: args[k] for k in defaults if k in args and k not in main and args[k] != defaults[k]}
 
 
 def summary_sentence(s: dict[str, Any]) -> str:
