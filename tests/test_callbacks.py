@@ -96,6 +96,9 @@ class Named(Callback):
     def on_fit_end(self, trainer, result):
         trainer.calls.append(f"{self.name}.fit_end")
 
+    def on_fit_error(self, trainer, error):
+        trainer.calls.append(f"{self.name}.fit_error")
+
 
 def _every_event(callbacks: Callbacks, trainer: FakeTrainer) -> None:
     callbacks.train_start(trainer)
@@ -113,6 +116,20 @@ def test_rank_0_calls_every_callback_in_list_order_and_other_ranks_call_nothing(
     events = ("train_start", "step_end", "epoch_row", "epoch_end", "fit_end")
     assert main.calls == [f"{name}.{event}" for event in events for name in "ab"]
     assert other.calls == []
+
+
+class Broken(Callback):
+    def on_fit_error(self, trainer, error):
+        raise OSError("the tracking server is gone")
+
+
+def test_fit_error_reaches_every_callback_even_when_one_fails_there(caplog):
+    callbacks = Callbacks([Named("a"), Broken(), Named("b")])
+    main, other = FakeTrainer(is_main=True), FakeTrainer(is_main=False)
+    callbacks.fit_error(main, RuntimeError("planted"))
+    callbacks.fit_error(other, RuntimeError("planted"))
+    assert main.calls == ["a.fit_error", "b.fit_error"] and other.calls == []
+    assert "Broken.on_fit_error failed: the tracking server is gone" in caplog.text
 
 
 def test_a_callback_overrides_only_what_it_needs():

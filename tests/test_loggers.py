@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from yoloforge import YOLO
+from yoloforge.callbacks import Callback
 from yoloforge.settings import SettingsError, TrainSettings, build
 
 pytest.importorskip("tensorboard")
@@ -79,6 +80,38 @@ def test_mlflow_honours_the_tracking_uri_and_a_resume_continues_its_run(shapes_s
     history = mlflow.MlflowClient(uri).get_metric_history(runs[0].info.run_id, "train/box_loss")
     assert [m.step for m in history] == [1, 2]
     assert runs[0].info.status == "FINISHED"
+
+
+class StopAfterFirstEpoch(Callback):
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def on_epoch_end(self, trainer, row):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(RuntimeError("planted failure"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
+def test_a_training_that_stops_ends_its_mlflow_run_and_closes_tensorboard(
+    shapes_small, tmp_path, monkeypatch, error, status
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "stops")
+    args = dict(data=str(shapes_small), project=str(tmp_path / "runs"), name="r", plots=False, report=False)
+    with pytest.raises(type(error)):
+        YOLO("yolov8n.yaml").train(
+            epochs=3, loggers="mlflow,tensorboard", callbacks=[StopAfterFirstEpoch(error)], **args, **TINY
+        )
+    (run,) = mlflow.search_runs(experiment_names=["stops"], output_format="list")
+    assert run.info.status == status  # not left RUNNING
+    assert run.data.tags["yoloforge.error"].startswith(type(error).__name__)
+    events = EventAccumulator(str(tmp_path / "runs" / "r"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/box_loss")] == [1]  # the epoch before the stop
 
 
 def test_loggers_setting_parses_lists_and_names_a_bad_logger():

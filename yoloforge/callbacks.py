@@ -8,6 +8,8 @@ Subclass ``Callback``, override the events you need and pass instances to the tr
     on_epoch_row(trainer, row)     the epoch's results.csv row, before the checkpoints are written
     on_epoch_end(trainer, row)     the same row, after last.pt / best.pt are written
     on_fit_end(trainer, result)    after the final validation of best.pt (``result``: its metrics)
+    on_fit_error(trainer, error)   instead of on_fit_end when training stops on an exception (Ctrl-C,
+                                   divergence, a bad image, ...) after on_train_start; it re-raises
 
 Events are plain method calls on ``Callbacks``, a list that calls each callback in turn, on rank 0
 only (``trainer.is_main``): other ranks of a multi-process run call nothing. ``standard_callbacks``
@@ -65,6 +67,10 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None:
         """The moment of ``on_fit_end``, without the result (for callbacks written before it)."""
 
+    def on_fit_error(self, trainer: Trainer, error: BaseException) -> None:
+        """Training stopped on ``error`` (``KeyboardInterrupt`` for Ctrl-C or a stop signal), which
+        propagates after every callback has seen it: close what ``on_train_start`` opened."""
+
 
 class Callbacks(list):
     """The trainer's callbacks, in call order; each event calls all of them, on rank 0 only."""
@@ -96,6 +102,17 @@ class Callbacks(list):
         if trainer.is_main:
             for cb in self:
                 cb.on_fit_end(trainer, result)
+
+    def fit_error(self, trainer: Trainer, error: BaseException) -> None:
+        """Every callback sees ``error``; one that fails here is logged, so the error that stopped
+        training is the one the user gets."""
+        if not trainer.is_main:
+            return
+        for cb in self:
+            try:
+                cb.on_fit_error(trainer, error)
+            except Exception as e:  # noqa: BLE001 - the training's own error matters more
+                log.warning("%s.on_fit_error failed: %s", type(cb).__name__, e)
 
 
 class ResultsCsv(Callback):

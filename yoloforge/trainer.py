@@ -146,13 +146,17 @@ class Trainer:
                     self.callbacks.epoch_end(self, row)
                     if stop:
                         break
-            except KeyboardInterrupt:
-                self._on_interrupt()
+                hours = (time.time() - t0) / 3600
+                log.info("\n%d epochs completed in %.3f hours.", self.state.epoch - self._first_epoch, hours)
+                self._report_weights()
+                self.final_metrics = self._final_validation()
+            except BaseException as error:
+                try:
+                    if isinstance(error, KeyboardInterrupt):
+                        self._on_interrupt()
+                finally:
+                    self.callbacks.fit_error(self, error)
                 raise
-            hours = (time.time() - t0) / 3600
-            log.info("\n%d epochs completed in %.3f hours.", self.state.epoch - self._first_epoch, hours)
-            self._report_weights()
-            self.final_metrics = self._final_validation()
             self.callbacks.fit_end(self, self.final_metrics)
             return self.final_metrics
 

@@ -7,7 +7,8 @@ else its local store in the working folder (``mlflow.db`` or ``mlruns/``, by MLf
 resumed training (``resume=True``) continues its MLflow run.
 
 Logged: the params (args.yaml), every results.csv column per epoch with step = the epoch (from 1),
-and at the end the artifacts: weights/*.pt, results.csv, args.yaml and the plots.
+and at the end the artifacts: weights/*.pt, results.csv, args.yaml and the plots. A training that
+stops on an error ends its MLflow run as FAILED (KILLED after Ctrl-C), the error in a tag.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ RUN_DIR_TAG = "yoloforge.run_dir"
 PLOTS = ("*.png", "*.jpg")
 RUN_FILES = ("results.csv", "args.yaml")
 BATCH_LIMIT = 100  # params per log_batch call (MLflow's limit)
+ERROR_TAG = "yoloforge.error"
+ERROR_TAG_LIMIT = 5000  # characters: MLflow's limit on a tag value
 
 
 def metric_name(column: str) -> str:
@@ -79,6 +82,16 @@ class MLflowLogger(Callback):
         for path in run_images(save_dir, PLOTS) + files:
             self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, "FINISHED")
+
+    def on_fit_error(self, trainer, error: BaseException) -> None:
+        """KILLED after Ctrl-C or a stop signal, FAILED otherwise, with the error as a tag: an MLflow
+        run is never left RUNNING by a training that stopped (resume=True sets it RUNNING again)."""
+        if not self.run_id:
+            return
+        message = f"{type(error).__name__}: {error}"
+        self.client.set_tag(self.run_id, ERROR_TAG, message[:ERROR_TAG_LIMIT])
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        self.client.set_terminated(self.run_id, status)
 
     def _log_params(self, args: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -54,6 +54,10 @@ class TensorBoardLogger(Callback):
         self.writer.add_hparams(_hparams(trainer.args), metrics, run_name="hparams", global_step=step)
         self.writer.close()
 
+    def on_fit_error(self, trainer, error: BaseException) -> None:
+        if self.writer is not None:
+            self.writer.close()  # what was logged so far stays readable
+
     def _images(self, save_dir, patterns: tuple[str, ...], step: int) -> None:
         for path in run_images(save_dir, patterns):
             if path.name in self.logged:
