@@ -14,11 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+from system_marks import needs_proc
+
 from yoloforge.checkpoint import load_checkpoint
 from yoloforge.distributed import launch_command
 from yoloforge.results_csv import read_rows
 
 EPOCHS = 4
+pytestmark = needs_proc  # finds the rank's process through /proc
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from system_marks import needs_sigkill
 
 from yoloforge import YOLO
 from yoloforge.callbacks import Callback
@@ -126,6 +127,7 @@ def _wait_for_line(path: Path, n: int, proc: subprocess.Popen, timeout: float = 
     return time.monotonic()
 
 
+@needs_sigkill
 def test_random_kills_then_resume_train_every_epoch_once(shapes_small, tmp_path):
     project, run = tmp_path / "runs", tmp_path / "runs" / "k"
     project.mkdir()

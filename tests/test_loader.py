@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from system_marks import needs_nice
 
 from yoloforge.data import dataset as dataset_module
 from yoloforge.data.augment import resize_long_side
@@ -221,6 +222,7 @@ class NiceProbe(ValDataset):
         return sample
 
 
+@needs_nice
 def test_cpu_workers_run_at_the_lowest_priority(records):
     import os
 

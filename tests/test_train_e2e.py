@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from system_marks import needs_sigkill
 
 from yoloforge import YOLO
 from yoloforge.callbacks import Callback
@@ -154,6 +155,7 @@ def test_interrupt_then_resume_runs_every_epoch_once(shapes_small, tmp_path):
         YOLO(last).train(resume=True)
 
 
+@needs_sigkill
 def test_sigkill_after_first_epoch_then_resume(shapes_small, tmp_path):
     script = textwrap.dedent(
         f"""

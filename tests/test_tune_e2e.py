@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from system_marks import needs_sigkill
 
 from yoloforge.cli import main
 
@@ -66,6 +67,7 @@ def test_best_hyperparameters_train_with_cfg(three_trials, shapes_small, tmp_pat
     assert args["lr0"] == pytest.approx(best["lr0"]) and args["optimizer"] == "SGD"
 
 
+@needs_sigkill
 def test_a_killed_search_resumes_to_exactly_the_asked_trials(shapes_small, tmp_path):
     """Killed (SIGKILL) right after trial 2 was recorded; resume=True with iterations=4 ends at 4 rows."""
     command = [sys.executable, "-m", "yoloforge", "tune", f"data={shapes_small}", "iterations=3",
