@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,3 +15,14 @@ import pytest
 needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on this system")
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 needs_nice = pytest.mark.skipif(not hasattr(os, "nice"), reason="no os.nice on this system")
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS);
+    None where there is no ``resource`` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
