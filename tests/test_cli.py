@@ -374,13 +374,13 @@ LIGHTER = {"epochs": "1", "imgsz": "64", "batch": "4", "iterations": "2"}
 
 
 def readme_commands() -> list[list[str]]:
-    """``yoloforge ...`` lines of the README's bash blocks, comments stripped; the first block's
-    ``pip install -e . && yoloforge train data=shapes ...`` (a minutes-long demo) is left out."""
+    """``yoloforge ...`` lines of the README's bash blocks, comments stripped, the first block's
+    ``pip install -e . && yoloforge train data=shapes ...`` included (its yoloforge part)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.splitlines():
-            line = line.strip()
+            line = line.strip().rpartition("&& ")[2]
             if line.startswith("yoloforge "):
                 commands.append(shlex.split(line, comments=True)[1:])
     return commands
@@ -451,14 +451,15 @@ def write_coco(shapes: Path, json_path: Path, images_dir: Path) -> None:
     json_path.write_text(json.dumps(coco))
 
 
-def test_readme_commands_run(capsys, shapes_small: Path, tmp_path: Path):
+def test_readme_commands_run(capsys, shapes_small: Path, tmp_path: Path, yoloforge_home: Path):
     """Each ``yoloforge ...`` line of the README exits 0, in order, in a folder holding what the README
     assumes: config.yaml (the small shapes dataset), yolov8n.pt (the reference fixture, no download),
     photos/ (a few demo images), and what a data-tool line names (a Label Studio-like export for
-    split, a COCO json and images/ for convert). Only heavy values are changed: epochs 1, imgsz 64,
+    split, a COCO json and images/ for convert); the first command trains on the full demo data,
+    generated into the test's own YOLOFORGE_HOME. Only heavy values are changed: epochs 1, imgsz 64,
     batch 4, iterations 2, plus workers=0."""
     commands = readme_commands()
-    assert any(c[0] == "train" for c in commands), "the README shows no yoloforge command"
+    assert commands[0][:2] == ["train", "data=shapes"], "the README's first command is not the demo training"
     shapes = shapes_small.parent
     shutil.copy(shapes_small, tmp_path / "config.yaml")
     shutil.copy(REFERENCE_WEIGHTS, tmp_path / "yolov8n.pt")
@@ -469,6 +470,7 @@ def test_readme_commands_run(capsys, shapes_small: Path, tmp_path: Path):
         prepare_inputs(args, tmp_path, shapes)
         code, _, err = run(capsys, *lighter(args))
         assert code == 0, f"yoloforge {' '.join(args)} exited {code}: {err}"
+    assert (yoloforge_home / "datasets" / "shapes-v1" / "config.yaml").is_file()  # the first command's data
 
 
 def test_yoloforge_debug_shows_the_traceback(monkeypatch):
