@@ -7,9 +7,25 @@ leakage and likely label errors. ``yoloforge doctor data=config.yaml [model=best
     output, html, charts                        doctor.json, the console table, doctor.html
 """
 
+import sys
+import types
+
 from yoloforge.doctor.settings import DoctorSettings
 
 __all__ = ["DoctorReport", "DoctorSettings", "Finding", "doctor"]
+
+
+class _CallableModule(types.ModuleType):
+    """``from yoloforge import doctor`` finds this package, not the function (importing a package's
+    submodule sets the package's attribute of that name): calling the package runs ``doctor()``."""
+
+    def __call__(self, *args, **kwargs):
+        from yoloforge.doctor.run import doctor
+
+        return doctor(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 def __getattr__(name: str):
