@@ -3,6 +3,7 @@ and folders with non-ASCII names, which OpenCV's imread and imwrite cannot open 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -84,3 +85,17 @@ def test_loader_workers_work_with_the_spawn_start_method(shapes_small, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines == ["train 0 16", "train 1 16", "val 8", "start method spawn"], proc.stdout
+
+
+def test_doctor_thumbnails_in_non_ascii_folders(tmp_path, monkeypatch):
+    pytest.importorskip("imagehash")
+    from yoloforge import doctor  # as the README writes it: the package, callable
+    from yoloforge.data.demo import ensure_shapes
+
+    config = ensure_shapes(tmp_path / "Données", n_train=12, n_val=4, seed=1)
+    val_image = sorted((config.parent / "images" / "val").glob("*.jpg"))[0]
+    shutil.copy(val_image, config.parent / "images" / "train" / "fuite.jpg")  # leakage: has pictures
+    _windows_opencv(monkeypatch)
+    report = doctor(config, project=str(tmp_path / "Rapports"), name="médecin", imgsz=256, progress=False)
+    thumbs = list((report.save_dir / "thumbs").glob("*.jpg"))
+    assert thumbs and all(p.stat().st_size > 0 for p in thumbs)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from yoloforge.data.images import write_image
 from yoloforge.structures import Batch, Detections
 
 Names = Mapping[int, str] | Sequence[str]
@@ -141,14 +142,7 @@ def save_batch_grid(
         r, c = divmod(i, cols)
         canvas[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
         cv2.rectangle(canvas, (c * tw, r * th), ((c + 1) * tw - 1, (r + 1) * th - 1), (255, 255, 255), 1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # imencode + tofile, not cv2.imwrite: OpenCV cannot open non-ASCII paths on Windows
-    ok, data = cv2.imencode(path.suffix or ".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    if not ok:
-        raise OSError(f"{path}: cannot encode the mosaic; use a .jpg or .png name")
-    data.tofile(str(path))
-    return path
+    return write_image(path, canvas, quality=90)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import torch
 
 from yoloforge.backends import ExportedModel
 from yoloforge.boxes import non_max_suppression
+from yoloforge.data.images import IMAGE_SUFFIXES, write_image
 from yoloforge.data.letterbox import letterbox, stride_multiple
 from yoloforge.device import cpu_threads, native_bf16, select_device, threads_for_now
 from yoloforge.model.detector import DetectionModel
@@ -403,9 +404,7 @@ def _warn_no_window(problem: str) -> None:
 
 
 def _imwrite(path: Path, image_bgr: np.ndarray) -> None:
-    ok, data = cv2.imencode(
-        path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg", image_bgr
-    )
-    if not ok:
-        raise OSError(f"{path}: cannot encode the annotated image")
-    data.tofile(str(path))
+    """The annotated image under its source's name (JPEG data when the name has no image suffix;
+    an unknown suffix gets .jpg appended)."""
+    known = path.suffix.lower() in ("", *IMAGE_SUFFIXES)
+    write_image(path if known else path.with_name(path.name + ".jpg"), image_bgr)

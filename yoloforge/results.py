@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from yoloforge.boxes import box_iou
+from yoloforge.data.images import write_image
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +208,7 @@ class Results:
     def save(self, filename: str | Path | None = None, **plot_args: Any) -> str:
         """Write ``plot(**plot_args)`` to ``filename`` (default: results_<image name>); returns the path."""
         path = Path(filename) if filename is not None else Path(f"results_{Path(self.path).name}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ok, data = cv2.imencode(path.suffix or ".jpg", self.plot(**plot_args))
-        if not ok:
-            raise ValueError(f"{path}: cannot encode an image with suffix '{path.suffix}'; use .jpg or .png")
-        data.tofile(str(path))
-        return str(path)
+        return str(write_image(path, self.plot(**plot_args)))
 
     def show(self, **plot_args: Any) -> None:
         """Open a window with ``plot(**plot_args)`` until a key is pressed. Where no window can
@@ -245,11 +240,7 @@ class Results:
             folder = Path(save_dir) / self.names.get(int(cls), str(int(cls)))
             folder.mkdir(parents=True, exist_ok=True)
             path = _free_path(folder, stem, ".jpg")
-            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(self.orig_img[top:bottom, left:right]))
-            if not ok:
-                raise OSError(f"{path}: cannot encode the crop")
-            data.tofile(str(path))
-            written.append(str(path))
+            written.append(str(write_image(path, self.orig_img[top:bottom, left:right])))
         return written
 
     def __repr__(self) -> str:

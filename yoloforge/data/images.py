@@ -27,6 +27,23 @@ _REDUCED_FLAGS = {  # decode at 1/n of the size
 }
 
 
+def write_image(path: str | Path, image_bgr: np.ndarray, quality: int = 95) -> Path:
+    """Encode a (H, W, 3) uint8 BGR image in the format of ``path``'s suffix (one of
+    ``IMAGE_SUFFIXES``; JPEG without one) and write it, making the folder. Encoding apart from
+    writing keeps non-ASCII paths working (``cv2.imwrite`` cannot open them on Windows)."""
+    path = Path(path)
+    suffix = path.suffix.lower() or ".jpg"
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: cannot write an image with suffix '{path.suffix}'; use .jpg or .png")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    ok, data = cv2.imencode(suffix, np.ascontiguousarray(image_bgr), params)
+    if not ok:
+        raise OSError(f"{path}: cannot encode the image")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.tofile(str(path))
+    return path
+
+
 def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yoloforge.data.images import ImageReadError, read_image
+from yoloforge.data.images import ImageReadError, read_image, write_image
 from yoloforge.doctor.charts import write_charts
 from yoloforge.doctor.output import shown_value
 from yoloforge.doctor.report import DoctorReport, Finding, LabelledImage
@@ -94,8 +94,7 @@ def _thumbnails(
         if not tiles:
             continue
         rel = Path("thumbs") / f"{finding.check}_{k}.jpg"
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / rel), _side_by_side(tiles), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        write_image(folder / rel, _side_by_side(tiles), quality=85)
         out.append(_figure(rel.as_posix(), _caption(item, other)))
     return out
 
