@@ -238,8 +238,7 @@ class Results:
             left, top = min(max(math.floor(x1), 0), w - 1), min(max(math.floor(y1), 0), h - 1)
             right, bottom = max(min(math.ceil(x2), w), left + 1), max(min(math.ceil(y2), h), top + 1)
             folder = Path(save_dir) / self.names.get(int(cls), str(int(cls)))
-            folder.mkdir(parents=True, exist_ok=True)
-            path = _free_path(folder, stem, ".jpg")
+            path = _free_path(folder, stem, ".jpg")  # write_image makes the folder
             written.append(str(write_image(path, self.orig_img[top:bottom, left:right])))
         return written
 
