@@ -161,7 +161,7 @@ class Validator:
         confusion = ConfusionMatrix(self.nc) if self.plots else None
         evaluator = DetectionEvaluator(self.nc, self.max_det, confusion)
         timer = StageTimer(device)
-        layout = _memory_format(model)  # the batches' layout: the model's, looked up once
+        layout = (_input_dtype(model), _memory_format(model))  # the batches' dtype and layout, looked up once
         loss_sum, n_batches, seen, json_rows = torch.zeros(3, device=device), 0, 0, []
         starts: list[tuple[int, int]] = []  # (results, json rows) before each batch: for merging ranks
         main = self.dist.is_main
@@ -230,13 +230,14 @@ class Validator:
         batch: Batch,
         device: torch.device,
         timer: StageTimer,
-        layout: torch.memory_format,
+        layout: tuple[torch.dtype, torch.memory_format],
     ) -> tuple[list[Detections], list[Detections], torch.Tensor | None]:
         """Detections in input and in original pixels, and the (3,) loss parts (None without criterion)."""
+        dtype, memory_format = layout
         with timer("preprocess"):
             on_device = batch.to(device, non_blocking=True)
-            images = on_device.images.to(_input_dtype(model)) / 255  # (B, 3, H, W) in [0, 1]
-            images = images.contiguous(memory_format=layout)
+            images = on_device.images.to(dtype) / 255  # (B, 3, H, W) in [0, 1]
+            images = images.contiguous(memory_format=memory_format)
         amp = torch.autocast(device.type, dtype=torch.float16, enabled=self.half and device.type == "cuda")
         with timer("inference"), amp:
             feats, preds = self._infer(model, images)
