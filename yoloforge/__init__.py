@@ -12,8 +12,8 @@ def __getattr__(name: str):
         from yoloforge.api import YOLO
 
         return YOLO
-    if name == "doctor":
-        from yoloforge.doctor import doctor
+    if name == "doctor":  # the package, callable as doctor(data, ...): one object however it is reached
+        import yoloforge.doctor
 
-        return doctor
+        return yoloforge.doctor
     raise AttributeError(f"module 'yoloforge' has no attribute {name!r}")
